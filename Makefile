@@ -1,0 +1,66 @@
+# The two commands of the contract: `make demo` and `make test` work on a
+# fresh clone with only Python >= 3.10 and make installed.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A second environment pins the oldest supported SQLAlchemy series (2.0).
+VENV20 ?= .venv-sa20
+SA20 ?= sqlalchemy>=2.0.35,<2.1
+
+.PHONY: help install demo test test-sa21 test-sa20 lint typecheck proxies \
+        check-proxies bench docs clean
+
+help:
+	@echo "make demo      run the demo workload on an embedded SQLite file"
+	@echo "make test      install everything and run the test suite (SQLAlchemy 2.1 and 2.0)"
+	@echo "make lint      ruff + mypy --strict"
+	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
+	@echo "make bench     run the benchmarks in bench/"
+	@echo "make docs      build the Sphinx documentation"
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "scoped needs Python >= 3.10 (set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV20)/bin/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV20)
+	$(VENV20)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV20)/bin/python -m pip install --quiet -e '.[dev]' '$(SA20)'
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/python -m scoped demo
+
+test: test-sa21 test-sa20
+
+test-sa21: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+test-sa20: $(VENV20)/bin/.installed
+	$(VENV20)/bin/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict scoped
+
+proxies: $(BIN)/.installed
+	$(BIN)/python -m scoped.proxies.typing_source --write
+
+check-proxies: $(BIN)/.installed
+	$(BIN)/python -m scoped.proxies.typing_source --check
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py
+
+docs: $(BIN)/.installed
+	$(BIN)/sphinx-build -n -W -b html docs docs/_build/html
+
+clean:
+	rm -rf $(VENV) $(VENV20) docs/_build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,27 @@
+"""Generated forwarding members: the second pillar of :mod:`scoped`.
+
+:func:`proxy_class` builds, once per target class, a subclass of a proxy base
+whose methods, properties and classmethods forward to the object the
+registry holds for the current scope, with the target's signatures and
+docstrings.
+"""
+
+from __future__ import annotations
+
+from scoped.proxies._codegen import Lookup, Plan, compile_members
+from scoped.proxies._docs import attribute_doc, proxied_doc
+from scoped.proxies._members import Kind, Member, discover
+from scoped.proxies._factory import proxy_class, reserved_names
+
+__all__ = [
+    "Kind",
+    "Lookup",
+    "Member",
+    "Plan",
+    "attribute_doc",
+    "compile_members",
+    "discover",
+    "proxied_doc",
+    "proxy_class",
+    "reserved_names",
+]

@@ -1,0 +1,59 @@
+"""The "Proxied for ..." note added to every generated member's docstring."""
+
+from __future__ import annotations
+
+__all__ = ["attribute_doc", "proxied_doc"]
+
+
+def _margin(lines: list[str]) -> str:
+    """Return the common indentation of *lines* after the first."""
+    indents = [
+        line[: len(line) - len(line.lstrip())] for line in lines[1:] if line.strip()
+    ]
+    if not indents:
+        return ""
+    return min(indents, key=len)
+
+
+def _note(target_ref: str, proxy_ref: str, margin: str) -> list[str]:
+    return [
+        f"{margin}.. container:: class_bases",
+        "",
+        f"{margin}    Proxied for the :class:`{target_ref}` class on",
+        f"{margin}    behalf of the :class:`{proxy_ref}` class.",
+    ]
+
+
+def proxied_doc(doc: str | None, target_ref: str, proxy_ref: str) -> str:
+    """Insert the ``class_bases`` note after the first paragraph of *doc*.
+
+    The rest of *doc* is kept verbatim, so ``help()`` and Sphinx show the
+    target's own text. The note takes the docstring's indentation; a one
+    paragraph docstring gets the note at its end.
+    """
+    if not doc or not doc.strip():
+        return "\n".join(_note(target_ref, proxy_ref, ""))
+    lines = doc.split("\n")
+    margin = _margin(lines)
+    # The first paragraph ends at the first blank line after some text.
+    start = 0
+    while start < len(lines) and not lines[start].strip():
+        start += 1
+    end = start
+    while end < len(lines) and lines[end].strip():
+        end += 1
+    head, tail = lines[:end], lines[end:]
+    note = _note(target_ref, proxy_ref, margin)
+    if tail:
+        # tail[0] is the blank line that ended the paragraph; keep it after
+        # the note so the original spacing of the rest is untouched.
+        return "\n".join([*head, "", *note, *tail])
+    return "\n".join([*head, "", *note, ""])
+
+
+def attribute_doc(name: str, target_ref: str, proxy_ref: str) -> str:
+    """Docstring for a proxied attribute that has none of its own."""
+    return (
+        f"Proxy for the :attr:`{target_ref}.{name}` attribute on\n"
+        f"behalf of the :class:`{proxy_ref}` class.\n"
+    )

@@ -1,0 +1,321 @@
+"""``scoped_session``: one session per scope behind one global name."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from scoped import _sqlalchemy
+from scoped.errors import AlreadyPresentError, ScopedWarning
+from scoped.proxies import Lookup, proxy_class
+from scoped.registry import MISSING, Registry, for_scope
+
+_S = TypeVar("_S")
+
+if TYPE_CHECKING:
+    # Type checkers cannot see members generated at run time, so they get
+    # the same generator's output for SQLAlchemy's Session, as source.
+    from scoped.proxies._session_typing import SessionProxies
+
+    class _Base(SessionProxies, Generic[_S]): ...
+
+else:
+    _Base = Generic
+
+__all__ = ["QueryProperty", "ScopedSession", "scoped_session"]
+
+
+def _describe(obj: object) -> str:
+    return f"{obj!r} (a {type(obj).__name__})"
+
+
+_TRIVIAL = frozenset({"__module__", "__doc__", "__dict__", "__weakref__", "__qualname__"})
+
+
+def _unwrap_trivial(cls: type) -> type:
+    """Skip empty subclasses such as the one every ``sessionmaker`` creates.
+
+    They add nothing to proxy, and unwrapping them lets one generated class
+    serve every factory of the same session class.
+    """
+    while len(cls.__bases__) == 1 and set(vars(cls)) <= _TRIVIAL:
+        cls = cls.__bases__[0]
+    return cls
+
+
+def infer_target(factory: Callable[..., Any], class_: type | None) -> type:
+    """Find the class whose members a scoped proxy forwards.
+
+    In order: an explicit *class_*; a ``sessionmaker``-like factory's
+    ``class_``; the factory itself when it is a class; a
+    :func:`functools.partial` of a class; the factory's return annotation;
+    SQLAlchemy's ``Session`` when SQLAlchemy is installed (as SQLAlchemy's own
+    ``scoped_session`` assumes).
+    """
+    if class_ is not None:
+        if not isinstance(class_, type):
+            msg = f"class_ must be a class, got {_describe(class_)}"
+            raise TypeError(msg)
+        return class_
+    made = getattr(factory, "class_", None)
+    if isinstance(made, type):
+        return _unwrap_trivial(made)
+    if isinstance(factory, type):
+        return factory
+    if isinstance(factory, functools.partial) and isinstance(factory.func, type):
+        return factory.func
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # noqa: BLE001 - unresolvable hints just mean "unknown"
+        hints = {}
+    returned = hints.get("return")
+    if isinstance(returned, type):
+        return returned
+    default = _sqlalchemy.default_target()
+    if default is None:
+        msg = (
+            f"cannot tell which class the session factory {_describe(factory)} "
+            "makes; pass class_=TheClass to scoped_session()"
+        )
+        raise TypeError(msg)
+    return default
+
+
+class QueryProperty:
+    """Class-level ``Model.query`` that queries through the current session."""
+
+    __slots__ = ("_query_cls", "_scoped")
+
+    def __init__(self, scoped: scoped_session[Any], query_cls: type | None) -> None:
+        self._scoped = scoped
+        self._query_cls = query_cls
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        session = self._scoped.registry()
+        if self._query_cls is not None:
+            return self._query_cls(owner, session=session)
+        return session.query(owner)
+
+
+class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
+    """One session per scope, reached through one global object.
+
+    ``scoped_session(sessionmaker(bind=engine))`` hands each thread (or each
+    scope that *scopefunc* identifies) its own session, created on first use.
+    The public methods and attributes of the session class are generated on
+    this class and forward to the current scope's session; call the object
+    for the session itself, and :meth:`remove` at the end of the scope.
+
+    Args:
+        session_factory: Makes a session: a ``sessionmaker``, a class, or any
+            callable.
+        scopefunc: Returns the current scope's hashable key. ``None`` (the
+            default) scopes sessions to the current thread.
+        class_: The class to proxy, when it cannot be inferred from the
+            factory.
+        close_method: The method :meth:`remove` calls before discarding a
+            session, or ``None`` to discard without closing.
+
+    When the factory makes SQLAlchemy sessions the object is also an instance
+    of :class:`sqlalchemy.orm.scoped_session`, so ``sqlalchemy.event.listen``
+    and extensions that check for it accept it.
+    """
+
+    _scoped_base: ClassVar[type]
+    _scoped_target: ClassVar[type]
+    _scoped_registry: Registry[_S]
+    _scoped_storage: Any
+    _scoped_scopefunc: Callable[[], Any] | None
+    _scoped_close: str | None
+    _scoped_sqlalchemy: bool
+    session_factory: Callable[..., _S]
+
+    def __new__(
+        cls,
+        session_factory: Callable[..., _S],
+        scopefunc: Callable[[], Any] | None = None,
+        *,
+        class_: type[_S] | None = None,
+        close_method: str | None = "close",
+    ) -> scoped_session[_S]:
+        if not callable(session_factory):
+            msg = f"session_factory must be callable, got {_describe(session_factory)}"
+            raise TypeError(msg)
+        if scopefunc is not None and not callable(scopefunc):
+            msg = f"scopefunc must be callable or None, got {_describe(scopefunc)}"
+            raise TypeError(msg)
+        target = infer_target(session_factory, class_)
+        if close_method is not None and not callable(
+            getattr(target, close_method, None)
+        ):
+            msg = (
+                f"close_method={close_method!r}, but {target.__qualname__} has no "
+                "such method; name its close method or pass close_method=None"
+            )
+            raise TypeError(msg)
+        # SQLAlchemy tests the scopefunc for truth, not for None.
+        registry = for_scope(session_factory, scopefunc or None)
+        base = cls.__dict__.get("_scoped_base", cls)
+        proxy = cls._proxy_class(base, target, registry)
+        self = object.__new__(proxy)
+        self.session_factory = session_factory
+        self._scoped_close = close_method
+        self._scoped_sqlalchemy = _sqlalchemy.is_session_class(target)
+        self._scoped_attach(registry)
+        return self
+
+    def __init__(
+        self,
+        session_factory: Callable[..., _S],
+        scopefunc: Callable[[], Any] | None = None,
+        *,
+        class_: type[_S] | None = None,
+        close_method: str | None = "close",
+    ) -> None:
+        # Everything happens in __new__, which must pick the generated class
+        # before the instance exists.
+        pass
+
+    @staticmethod
+    def _proxy_class(base: type, target: type, registry: Registry[Any]) -> type:
+        lookup = Lookup(registry.lookup, registry.lookup_misses)
+        if _sqlalchemy.is_session_class(target):
+            return proxy_class(
+                base,
+                target,
+                lookup,
+                extra_bases=_sqlalchemy.compat_bases(),
+                exclude=_sqlalchemy.EXCLUDED,
+                target_ref=_sqlalchemy.target_ref(target),
+                proxy_ref=_sqlalchemy.PROXY_REF,
+            )
+        return proxy_class(base, target, lookup)
+
+    def _scoped_attach(self, registry: Registry[_S]) -> None:
+        # Generated proxies read these two handles directly: one attribute
+        # load each instead of a call into the registry on every access.
+        self._scoped_registry = registry
+        self._scoped_storage = registry._storage
+        self._scoped_scopefunc = registry._scopefunc
+
+    @property
+    def registry(self) -> Registry[_S]:
+        """The registry holding one session per scope."""
+        return self._scoped_registry
+
+    @registry.setter
+    def registry(self, registry: Registry[_S]) -> None:
+        current = self._scoped_registry
+        if (registry.lookup, registry.lookup_misses) != (
+            current.lookup,
+            current.lookup_misses,
+        ):
+            msg = (
+                f"cannot replace a {type(current).__name__} with a "
+                f"{type(registry).__name__}: the generated proxies read the "
+                "registry's storage directly; create a new scoped_session instead"
+            )
+            raise TypeError(msg)
+        self._scoped_attach(registry)
+
+    @property
+    def _proxied(self) -> _S:
+        return self._scoped_registry()
+
+    def __call__(self, **kw: Any) -> _S:
+        """Return the current scope's session, creating it on first use.
+
+        Keyword arguments are passed to the session factory; they are only
+        allowed while the scope has no session yet, since they could not
+        apply to an existing one.
+        """
+        if not kw:
+            return self._scoped_registry()
+        try:
+            return self._scoped_registry.create(
+                functools.partial(self.session_factory, **kw)
+            )
+        except AlreadyPresentError:
+            error = (
+                _sqlalchemy.already_present_error()
+                if self._scoped_sqlalchemy
+                else AlreadyPresentError
+            )
+            msg = (
+                "a session is already present in this scope, so the arguments "
+                f"{sorted(kw)} cannot apply to it; call remove() first"
+            )
+            raise error(msg) from None
+
+    def configure(self, **kwargs: Any) -> None:
+        """Reconfigure the session factory (``sessionmaker.configure``).
+
+        Warns when the current scope already has a session, which the new
+        configuration cannot affect.
+        """
+        configure = getattr(self.session_factory, "configure", None)
+        if not callable(configure):
+            msg = (
+                "configure() needs a session factory with a configure() method "
+                f"such as sessionmaker; got {_describe(self.session_factory)}"
+            )
+            raise TypeError(msg)
+        if self._scoped_registry.has():
+            category = (
+                _sqlalchemy.configure_warning()
+                if self._scoped_sqlalchemy
+                else ScopedWarning
+            )
+            warnings.warn(
+                "a session already exists in the current scope; configure() "
+                "only affects sessions created from now on",
+                category,
+                stacklevel=2,
+            )
+        configure(**kwargs)
+
+    def remove(self) -> None:
+        """Close the current scope's session, then discard it.
+
+        The next use in this scope creates a new session. Without a session
+        this does nothing. The session is discarded even if closing it fails,
+        so a broken session is never handed out again.
+        """
+        registry = self._scoped_registry
+        session = registry.peek()
+        if session is MISSING:
+            return
+        try:
+            if self._scoped_close is not None:
+                getattr(session, self._scoped_close)()
+        finally:
+            registry.clear()
+
+    def query_property(self, query_cls: type | None = None) -> Any:
+        """Return a class attribute that queries through the current session.
+
+        ``Model.query = db_session.query_property()`` makes ``Model.query``
+        the same as ``db_session.query(Model)``; with *query_cls* it is
+        ``query_cls(Model, session=db_session())``.
+        """
+        return QueryProperty(self, query_cls)
+
+    def __repr__(self) -> str:
+        scope = "thread" if self._scoped_scopefunc is None else "custom"
+        return (
+            f"<{type(self).__qualname__} scope={scope} "
+            f"factory={self.session_factory!r}>"
+        )
+
+    if not TYPE_CHECKING:
+        # inspect.signature() would otherwise report __new__'s own signature
+        # for the generated subclasses as well; keep them identical.
+        __signature__ = inspect.signature(__init__)
+
+
+#: The name older SQLAlchemy code uses.
+ScopedSession = scoped_session
