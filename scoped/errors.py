@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-__all__ = ["AlreadyPresentError", "ScopedError", "ScopedWarning"]
+from typing import Any
+
+__all__ = ["AlreadyPresentError", "ScopedError", "ScopedWarning", "require_callable"]
+
+
+def describe(value: object) -> str:
+    """Render a bad argument for an error message: its repr and its type."""
+    return f"{value!r} (a {type(value).__name__})"
+
+
+def require_callable(value: Any, what: str) -> None:
+    """Raise a :class:`TypeError` naming *what* unless *value* is callable."""
+    if not callable(value):
+        msg = f"{what} must be callable, got {describe(value)}"
+        raise TypeError(msg)
 
 
 class ScopedError(Exception):

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+import operator
 import typing
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from scoped import _sqlalchemy
-from scoped.errors import AlreadyPresentError, ScopedWarning
+from scoped.errors import AlreadyPresentError, ScopedWarning, describe, require_callable
+from scoped.lifecycle import Events, mask_url
 from scoped.proxies import Lookup, proxy_class
-from scoped.registry import MISSING, Registry, for_scope
+from scoped.registry import Registry, for_scope
 
 _S = TypeVar("_S")
 
@@ -29,11 +32,9 @@ else:
 __all__ = ["QueryProperty", "ScopedSession", "scoped_session"]
 
 
-def _describe(obj: object) -> str:
-    return f"{obj!r} (a {type(obj).__name__})"
-
-
-_TRIVIAL = frozenset({"__module__", "__doc__", "__dict__", "__weakref__", "__qualname__"})
+_TRIVIAL = frozenset(
+    {"__module__", "__doc__", "__dict__", "__weakref__", "__qualname__"}
+)
 
 
 def _unwrap_trivial(cls: type) -> type:
@@ -58,7 +59,7 @@ def infer_target(factory: Callable[..., Any], class_: type | None) -> type:
     """
     if class_ is not None:
         if not isinstance(class_, type):
-            msg = f"class_ must be a class, got {_describe(class_)}"
+            msg = f"class_ must be a class, got {describe(class_)}"
             raise TypeError(msg)
         return class_
     made = getattr(factory, "class_", None)
@@ -78,11 +79,19 @@ def infer_target(factory: Callable[..., Any], class_: type | None) -> type:
     default = _sqlalchemy.default_target()
     if default is None:
         msg = (
-            f"cannot tell which class the session factory {_describe(factory)} "
+            f"cannot tell which class the session factory {describe(factory)} "
             "makes; pass class_=TheClass to scoped_session()"
         )
         raise TypeError(msg)
     return default
+
+
+def _loggable(key: str, value: object) -> str:
+    """Render a configuration value for a log line, hiding credentials."""
+    url = getattr(value, "url", None)
+    if url is not None:
+        return mask_url(url)
+    return mask_url(value)
 
 
 class QueryProperty:
@@ -119,6 +128,11 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
             factory.
         close_method: The method :meth:`remove` calls before discarding a
             session, or ``None`` to discard without closing.
+        name: Names this registry in lifecycle events (default: the session
+            class's name).
+        logger: A structlog logger for lifecycle events, instead of
+            ``structlog.get_logger("scoped")``.
+        log: ``False`` turns lifecycle events off.
 
     When the factory makes SQLAlchemy sessions the object is also an instance
     of :class:`sqlalchemy.orm.scoped_session`, so ``sqlalchemy.event.listen``
@@ -130,7 +144,6 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
     _scoped_registry: Registry[_S]
     _scoped_storage: Any
     _scoped_scopefunc: Callable[[], Any] | None
-    _scoped_close: str | None
     _scoped_sqlalchemy: bool
     session_factory: Callable[..., _S]
 
@@ -141,13 +154,13 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         *,
         class_: type[_S] | None = None,
         close_method: str | None = "close",
+        name: str | None = None,
+        logger: Any | None = None,
+        log: bool = True,
     ) -> scoped_session[_S]:
-        if not callable(session_factory):
-            msg = f"session_factory must be callable, got {_describe(session_factory)}"
-            raise TypeError(msg)
-        if scopefunc is not None and not callable(scopefunc):
-            msg = f"scopefunc must be callable or None, got {_describe(scopefunc)}"
-            raise TypeError(msg)
+        require_callable(session_factory, "session_factory")
+        if scopefunc is not None:
+            require_callable(scopefunc, "scopefunc")
         target = infer_target(session_factory, class_)
         if close_method is not None and not callable(
             getattr(target, close_method, None)
@@ -157,13 +170,23 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
                 "such method; name its close method or pass close_method=None"
             )
             raise TypeError(msg)
-        # SQLAlchemy tests the scopefunc for truth, not for None.
-        registry = for_scope(session_factory, scopefunc or None)
+        scopefunc = scopefunc or None  # SQLAlchemy tests it for truth
+        events = Events(
+            name or target.__qualname__,
+            "thread" if scopefunc is None else "custom",
+            logger,
+            enabled=log,
+        )
+        registry = for_scope(
+            session_factory,
+            scopefunc,
+            close=None if close_method is None else operator.methodcaller(close_method),
+            events=events,
+        )
         base = cls.__dict__.get("_scoped_base", cls)
         proxy = cls._proxy_class(base, target, registry)
         self = object.__new__(proxy)
         self.session_factory = session_factory
-        self._scoped_close = close_method
         self._scoped_sqlalchemy = _sqlalchemy.is_session_class(target)
         self._scoped_attach(registry)
         return self
@@ -175,6 +198,9 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         *,
         class_: type[_S] | None = None,
         close_method: str | None = "close",
+        name: str | None = None,
+        logger: Any | None = None,
+        log: bool = True,
     ) -> None:
         # Everything happens in __new__, which must pick the generated class
         # before the instance exists.
@@ -261,7 +287,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         if not callable(configure):
             msg = (
                 "configure() needs a session factory with a configure() method "
-                f"such as sessionmaker; got {_describe(self.session_factory)}"
+                f"such as sessionmaker; got {describe(self.session_factory)}"
             )
             raise TypeError(msg)
         if self._scoped_registry.has():
@@ -277,6 +303,12 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
                 stacklevel=2,
             )
         configure(**kwargs)
+        registry = self._scoped_registry
+        registry.events.emit(
+            logging.DEBUG,
+            "registry.configured",
+            options={key: _loggable(key, value) for key, value in kwargs.items()},
+        )
 
     def remove(self) -> None:
         """Close the current scope's session, then discard it.
@@ -285,15 +317,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         this does nothing. The session is discarded even if closing it fails,
         so a broken session is never handed out again.
         """
-        registry = self._scoped_registry
-        session = registry.peek()
-        if session is MISSING:
-            return
-        try:
-            if self._scoped_close is not None:
-                getattr(session, self._scoped_close)()
-        finally:
-            registry.clear()
+        self._scoped_registry.remove()
 
     def query_property(self, query_cls: type | None = None) -> Any:
         """Return a class attribute that queries through the current session.

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import abc
+import logging
+import os
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, ClassVar, Final, Generic, TypeVar
+
+from scoped.errors import require_callable
+from scoped.lifecycle import Entry, Events
 
 __all__ = ["MISSING", "Registry"]
 
@@ -59,16 +66,33 @@ class Registry(abc.ABC, Generic[_T]):
 
     lookup: ClassVar[str]
     lookup_misses: ClassVar[tuple[type[BaseException], ...]]
+    #: How lifecycle events name this registry's kind of scope.
+    scope_kind: ClassVar[str] = "custom"
 
     createfunc: Callable[[], _T]
     _storage: Any
     _scopefunc: Callable[[], Any] | None = None
 
-    def __init__(self, createfunc: Callable[[], _T]) -> None:
-        if not callable(createfunc):
-            msg = f"createfunc must be callable, got {createfunc!r}"
-            raise TypeError(msg)
+    def __init__(
+        self,
+        createfunc: Callable[[], _T],
+        *,
+        close: Callable[[_T], object] | None = None,
+        events: Events | None = None,
+    ) -> None:
+        require_callable(createfunc, "createfunc")
         self.createfunc = createfunc
+        #: Called on an object when its scope is removed or ends; ``None``
+        #: discards objects without closing them.
+        self.close = close
+        self.events = events or Events(
+            f"{type(self).__name__}@{id(self):x}", self.scope_kind, enabled=False
+        )
+        self._entries_lock = threading.Lock()
+        self._entries: dict[int, Entry] = {}
+        self._counts = {"created": 0, "removed": 0, "cleaned_up": 0}
+        self._pid = os.getpid()
+        _live_registries.add(self)
 
     @abc.abstractmethod
     def __call__(self) -> _T:
@@ -110,7 +134,147 @@ class Registry(abc.ABC, Generic[_T]):
     def create(self, factory: Callable[[], _T]) -> _T:
         """Create the current scope's object with *factory* and store it.
 
-        Raises :class:`LookupError` if the scope already holds an object, so
-        that explicit construction arguments are never silently ignored.
+        Raises :class:`~scoped.AlreadyPresentError` if the scope already
+        holds an object, so that explicit arguments are never ignored.
         """
         return self._get_or_create(factory)
+
+    @abc.abstractmethod
+    def _current_entry(self) -> Entry | None:
+        """The bookkeeping entry of the current scope's object, if any."""
+
+    # -- bookkeeping shared by every kind of registry -------------------
+
+    def _track(self, obj: _T, scope: object) -> Entry:
+        """Record a newly created object; called by subclasses once stored."""
+        entry = Entry(obj, scope)
+        with self._entries_lock:
+            self._entries[id(entry)] = entry
+            self._counts["created"] += 1
+        self.events.emit(
+            logging.DEBUG,
+            "session.created",
+            entry,
+            session_class=type(obj).__qualname__,
+        )
+        return entry
+
+    def _untrack(self, entry: Entry | None) -> bool:
+        """Forget *entry*; tell whether it was still live (exactly once)."""
+        if entry is None:
+            return False
+        with self._entries_lock:
+            return self._entries.pop(id(entry), None) is not None
+
+    def _discarded(self, entry: Entry | None) -> None:
+        """An object left its scope through ``clear()`` (or ``remove()``)."""
+        if self._untrack(entry) and entry is not None:
+            with self._entries_lock:
+                self._counts["removed"] += 1
+            self.events.ended(logging.DEBUG, "session.removed", entry)
+
+    def _close(self, entry: Entry, *, during: str) -> BaseException | None:
+        """Close *entry*'s object; log and return a failure instead of raising."""
+        if self.close is None:
+            return None
+        try:
+            self.close(entry.obj)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - reported, then handled by the caller
+            self.events.ended(
+                logging.ERROR,
+                "session.close_failed",
+                entry,
+                in_scope=during == "scope_end",
+                during=during,
+                exception=f"{type(exc).__name__}: {exc}",
+            )
+            return exc
+        return None
+
+    def remove(self) -> None:
+        """Close the current scope's object, then discard it.
+
+        Does nothing when the scope holds no object. The object is discarded
+        even if closing it fails; the failure is logged and then raised.
+        """
+        obj = self.peek()
+        if isinstance(obj, _Missing):
+            return
+        entry = self._current_entry()
+        failure: BaseException | None = None
+        try:
+            if entry is not None:
+                failure = self._close(entry, during="remove")
+            elif self.close is not None:
+                # Stored with set() before bookkeeping knew of it.
+                self.close(obj)
+        finally:
+            self.clear()
+        if failure is not None:
+            raise failure
+
+    def _scope_ended(self, entry: Entry) -> None:
+        """A scope ended without ``remove()``: close its object and forget it.
+
+        Runs wherever the end was noticed (a dying thread, a task's done
+        callback, a weak reference callback), so it never raises.
+        """
+        if os.getpid() != self._pid or not self._untrack(entry):
+            return
+        self._close(entry, during="scope_end")
+        with self._entries_lock:
+            self._counts["cleaned_up"] += 1
+        self.events.ended(logging.DEBUG, "session.scope_ended", entry, in_scope=True)
+
+    # -- introspection --------------------------------------------------
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The live objects: session id, scope, object, thread and age.
+
+        Cheap enough for a health endpoint: it copies a small table.
+        """
+        with self._entries_lock:
+            live = list(self._entries.values())
+        return [entry.describe() for entry in live]
+
+    def stats(self) -> dict[str, int]:
+        """Counters: ``created``, ``removed``, ``cleaned_up`` and ``live``."""
+        with self._entries_lock:
+            return {**self._counts, "live": len(self._entries)}
+
+    # -- fork -----------------------------------------------------------
+
+    def _after_fork(self) -> None:
+        """In a forked child: start empty without touching the parent's objects.
+
+        Closing them would act on connections the parent still uses, and so
+        would letting them be garbage collected (a pooled connection is reset
+        when its owner dies), so they are parked for the child's lifetime.
+        """
+        with self._entries_lock:
+            orphans = [entry.obj for entry in self._entries.values()]
+            self._entries.clear()
+        self._entries_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._drop_all()
+        _fork_orphans.extend(orphans)
+        self.events.emit(logging.DEBUG, "registry.forked", dropped=len(orphans))
+
+    @abc.abstractmethod
+    def _drop_all(self) -> None:
+        """Empty the storage in place (proxies hold a handle to it)."""
+
+
+#: Registries alive in this process, so that a fork can reset them all.
+_live_registries: weakref.WeakSet[Registry[Any]] = weakref.WeakSet()
+#: Objects inherited from the parent by a forked child, kept unreachable.
+_fork_orphans: list[object] = []
+
+
+def _reset_after_fork() -> None:
+    for registry in list(_live_registries):
+        registry._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, TypeVar
 
+from scoped.errors import AlreadyPresentError, require_callable
+from scoped.lifecycle import Entry, Events
 from scoped.registry._base import MISSING, Registry, _Missing
 
 __all__ = ["ScopedRegistry"]
@@ -48,16 +50,20 @@ class ScopedRegistry(Registry[_T]):
     _scopefunc: Callable[[], Any]
 
     def __init__(
-        self, createfunc: Callable[[], _T], scopefunc: Callable[[], Any]
+        self,
+        createfunc: Callable[[], _T],
+        scopefunc: Callable[[], Any],
+        *,
+        close: Callable[[_T], object] | None = None,
+        events: Events | None = None,
     ) -> None:
-        super().__init__(createfunc)
-        if not callable(scopefunc):
-            msg = f"scopefunc must be callable, got {scopefunc!r}"
-            raise TypeError(msg)
+        require_callable(scopefunc, "scopefunc")
+        super().__init__(createfunc, close=close, events=events)
         self._scopefunc = scopefunc
         self._storage = {}
         self._lock = threading.Lock()
         self._creating: dict[Hashable, _Creation] = {}
+        self._key_entries: dict[Hashable, Entry] = {}
 
     @property
     def scopefunc(self) -> Callable[[], Any]:
@@ -88,13 +94,32 @@ class ScopedRegistry(Registry[_T]):
         return self.key() in self._storage
 
     def set(self, obj: _T) -> None:
-        self._storage[self.key()] = obj
+        key = self.key()
+        with self._lock:
+            self._storage[key] = obj
+            old = self._key_entries.pop(key, None)
+            self._key_entries[key] = self._track(obj, key)
+        self._discarded(old)
 
     def clear(self) -> None:
-        self._storage.pop(self.key(), None)
+        key = self.key()
+        with self._lock:
+            self._storage.pop(key, None)
+            entry = self._key_entries.pop(key, None)
+        self._discarded(entry)
 
     def peek(self) -> _T | _Missing:
         return self._storage.get(self.key(), MISSING)
+
+    def _current_entry(self) -> Entry | None:
+        return self._key_entries.get(self.key())
+
+    def _drop_all(self) -> None:
+        # Another thread may have held the lock at fork time: start afresh.
+        self._lock = threading.Lock()
+        self._storage.clear()
+        self._key_entries.clear()
+        self._creating.clear()
 
     def _get_or_create(self, factory: Callable[[], _T] | None) -> _T:
         key = self.key()
@@ -107,7 +132,8 @@ class ScopedRegistry(Registry[_T]):
                 else:
                     if factory is None:
                         return existing
-                    raise LookupError(f"scope {key!r} already holds an object")
+                    msg = f"scope {key!r} already holds an object"
+                    raise AlreadyPresentError(msg)
                 pending = self._creating.get(key)
                 if pending is None:
                     pending = self._creating[key] = _Creation()
@@ -123,8 +149,10 @@ class ScopedRegistry(Registry[_T]):
             pending.done.wait()
         try:
             obj = (factory or self.createfunc)()
+            entry = self._track(obj, key)
             with self._lock:
                 self._storage[key] = obj
+                self._key_entries[key] = entry
             return obj
         finally:
             with self._lock:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
+from scoped.errors import AlreadyPresentError
+from scoped.lifecycle import Entry, Events
 from scoped.registry._base import MISSING, Registry, _Missing
 
 __all__ = ["ThreadLocalRegistry"]
@@ -17,16 +20,26 @@ class ThreadLocalRegistry(Registry[_T]):
     """A :class:`Registry` whose scope is the current thread.
 
     Storage is a plain :class:`threading.local`: reading it is a single C-level
-    attribute lookup, which is what keeps generated proxies cheap.
+    attribute lookup, which is what keeps generated proxies cheap. When a
+    thread exits without ``remove()``, its object is closed (not left to the
+    garbage collector) and a ``session.scope_ended`` event is emitted.
     """
+
+    scope_kind: ClassVar[str] = "thread"
 
     lookup: ClassVar[str] = "{storage}.value"
     lookup_misses: ClassVar[tuple[type[BaseException], ...]] = (AttributeError,)
 
     _storage: threading.local
 
-    def __init__(self, createfunc: Callable[[], _T]) -> None:
-        super().__init__(createfunc)
+    def __init__(
+        self,
+        createfunc: Callable[[], _T],
+        *,
+        close: Callable[[_T], object] | None = None,
+        events: Events | None = None,
+    ) -> None:
+        super().__init__(createfunc, close=close, events=events)
         self._storage = threading.local()
 
     def __call__(self) -> _T:
@@ -39,16 +52,28 @@ class ThreadLocalRegistry(Registry[_T]):
         return hasattr(self._storage, "value")
 
     def set(self, obj: _T) -> None:
-        self._storage.value = obj
+        self.clear()
+        self._store(obj)
 
     def clear(self) -> None:
-        try:
-            del self._storage.value
-        except AttributeError:
-            pass
+        storage = self._storage
+        watch: _ThreadEnd | None = getattr(storage, "watch", None)
+        storage.__dict__.pop("value", None)
+        storage.__dict__.pop("watch", None)
+        if watch is not None:
+            self._discarded(watch.detach())
 
     def peek(self) -> _T | _Missing:
         return getattr(self._storage, "value", MISSING)
+
+    def _current_entry(self) -> Entry | None:
+        watch: _ThreadEnd | None = getattr(self._storage, "watch", None)
+        return None if watch is None else watch.entry
+
+    def _store(self, obj: _T) -> None:
+        entry = self._track(obj, threading.current_thread().name)
+        self._storage.value = obj
+        self._storage.watch = _ThreadEnd(self, entry)
 
     def _get_or_create(self, factory: Callable[[], _T] | None) -> _T:
         # Only the owning thread can see its slot, so no lock is needed.
@@ -56,7 +81,54 @@ class ThreadLocalRegistry(Registry[_T]):
         if hasattr(storage, "value"):
             if factory is None:
                 return storage.value  # type: ignore[no-any-return]
-            raise LookupError("the current thread already holds an object")
-        obj = (factory or self.createfunc)()
-        storage.value = obj
+            raise AlreadyPresentError("the current thread already holds an object")
+        # A factory that reaches back into the registry would otherwise
+        # recurse until RecursionError hides the actual mistake.
+        if getattr(storage, "creating", False):
+            msg = (
+                "the factory re-entered the registry for the current thread "
+                "while creating that thread's object"
+            )
+            raise RuntimeError(msg)
+        storage.creating = True
+        try:
+            obj = (factory or self.createfunc)()
+        finally:
+            storage.creating = False
+        self._store(obj)
         return obj
+
+    def _drop_all(self) -> None:
+        # In a forked child only the forking thread survives; other threads'
+        # slots die with their thread states, and their watchers see the
+        # changed process id and leave the parent's objects alone.
+        watch: _ThreadEnd | None = getattr(self._storage, "watch", None)
+        if watch is not None:
+            watch.detach()
+        self._storage.__dict__.clear()
+
+
+class _ThreadEnd:
+    """Sits in a thread's slot beside its object and reports the thread's end.
+
+    A thread's ``threading.local`` values are released when the thread exits,
+    which is the only portable signal of that exit; the registry is held
+    weakly so that a discarded registry does not outlive its last thread.
+    """
+
+    __slots__ = ("_registry", "entry")
+
+    def __init__(self, registry: ThreadLocalRegistry[Any], entry: Entry) -> None:
+        self._registry = weakref.ref(registry)
+        self.entry: Entry | None = entry
+
+    def detach(self) -> Entry | None:
+        """Stop watching (the object was removed) and return the entry."""
+        entry, self.entry = self.entry, None
+        return entry
+
+    def __del__(self) -> None:
+        entry = self.entry
+        registry = self._registry()
+        if entry is not None and registry is not None:
+            registry._scope_ended(entry)

@@ -1,0 +1,226 @@
+"""Lifecycle events of a registry's sessions, sent through structlog.
+
+A library must not configure the application's logging. Events go to the
+logger given to the registry, else to ``structlog.get_logger("scoped")``
+when the application configured structlog, else to the standard library
+logger ``"scoped"`` (which has a ``NullHandler``, so nothing is printed
+unless the application asks for it). The logger is resolved once, at the
+first event, and every event is guarded by a level check so that filtered
+events cost next to nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import reprlib
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import structlog
+
+__all__ = ["LOGGER_NAME", "Entry", "Events", "bounded_repr", "mask_url"]
+
+LOGGER_NAME: Final = "scoped"
+logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+_ids = itertools.count(1)
+
+
+def bounded_repr(obj: object) -> str:
+    """A repr short enough for a log line, whatever *obj* is."""
+    try:
+        return _repr.repr(obj)
+    except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not break logging
+        return f"<{type(obj).__name__} repr failed: {type(exc).__name__}>"
+
+
+def mask_url(url: object) -> str:
+    """Render a database URL with its password hidden."""
+    render = getattr(url, "render_as_string", None)
+    if callable(render):
+        return str(render(hide_password=True))
+    return bounded_repr(url)
+
+
+def _task_name() -> str | None:
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return None
+    return task.get_name() if task is not None else None
+
+
+class Entry:
+    """What a registry knows about one live session.
+
+    ``session_id`` is short and unique within the process, so that log lines
+    about one session can be joined; ``created`` is monotonic, for ages.
+    """
+
+    __slots__ = (
+        "created",
+        "created_wall",
+        "obj",
+        "scope",
+        "session_id",
+        "thread",
+        "thread_id",
+    )
+
+    def __init__(self, obj: object, scope: object) -> None:
+        self.obj = obj
+        # The raw key is kept only when it is a plain value; object keys are
+        # rendered now so that the entry never keeps a scope object alive.
+        self.scope = scope
+        self.session_id = f"{os.getpid():x}-{next(_ids):x}"
+        self.created = time.monotonic()
+        self.created_wall = time.time()
+        current = threading.current_thread()
+        self.thread = current.name
+        self.thread_id = current.ident
+
+    @property
+    def scope_repr(self) -> str:
+        """The scope key as it appears in logs and introspection."""
+        scope = self.scope
+        return scope if isinstance(scope, str) else bounded_repr(scope)
+
+    @property
+    def age(self) -> float:
+        """Seconds since the session was created."""
+        return time.monotonic() - self.created
+
+    def describe(self) -> dict[str, Any]:
+        """A plain mapping for introspection endpoints."""
+        return {
+            "session_id": self.session_id,
+            "scope": self.scope_repr,
+            "session": self.obj,
+            "thread": self.thread,
+            "thread_id": self.thread_id,
+            "age": self.age,
+        }
+
+
+def _resolve(logger: Any | None) -> Any:
+    if logger is not None:
+        bind = getattr(logger, "bind", None)
+        return bind() if callable(bind) else logger
+    if structlog.is_configured():
+        return structlog.get_logger(LOGGER_NAME).bind()
+    return structlog.wrap_logger(
+        logging.getLogger(LOGGER_NAME),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.processors.add_log_level,
+            structlog.stdlib.render_to_log_kwargs,
+        ],
+    ).bind()
+
+
+class Events:
+    """Emits the lifecycle events of one registry.
+
+    Args:
+        registry: The registry's name, carried by every event.
+        scope_kind: ``thread``, ``task``, ``greenlet``, ``context`` or
+            ``custom``.
+        logger: A structlog (or structlog-wrapped) logger to use instead of
+            the default resolution.
+        enabled: ``False`` turns every event off.
+    """
+
+    __slots__ = ("_logger", "_resolved", "enabled", "registry", "scope_kind")
+
+    def __init__(
+        self,
+        registry: str,
+        scope_kind: str,
+        logger: Any | None = None,
+        *,
+        enabled: bool = True,
+    ) -> None:
+        self.registry = registry
+        self.scope_kind = scope_kind
+        self.enabled = enabled
+        self._logger = logger
+        self._resolved: Any | None = None
+
+    def logger(self) -> Any:
+        """The resolved logger (resolved once, at first use)."""
+        if self._resolved is None:
+            self._resolved = _resolve(self._logger)
+        return self._resolved
+
+    def wants(self, level: int) -> bool:
+        """Tell whether an event at *level* would be emitted."""
+        if not self.enabled:
+            return False
+        check: Callable[[int], bool] | None = getattr(
+            self.logger(), "is_enabled_for", None
+        )
+        return True if check is None else bool(check(level))
+
+    def emit(
+        self,
+        level: int,
+        event: str,
+        entry: Entry | None = None,
+        *,
+        in_scope: bool = False,
+        **fields: Any,
+    ) -> None:
+        """Send *event* with the common fields, if *level* is enabled.
+
+        With *in_scope*, the thread named is the entry's own: the event is
+        about a scope that ended, reported from wherever that was noticed
+        (asking a dying thread for ``threading.current_thread()`` would
+        register a dummy thread object that is never released).
+        """
+        if not self.wants(level):
+            return
+        if in_scope and entry is not None:
+            thread, thread_id = entry.thread, entry.thread_id
+        else:
+            current = threading.current_thread()
+            thread, thread_id = current.name, current.ident
+        record: dict[str, Any] = {
+            "registry": self.registry,
+            "scope_kind": self.scope_kind,
+            "thread": thread,
+            "thread_id": thread_id,
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+        }
+        task = _task_name()
+        if task is not None:
+            record["task"] = task
+        if entry is not None:
+            record["session_id"] = entry.session_id
+            record["scope"] = entry.scope_repr
+        record.update(fields)
+        method = getattr(self.logger(), logging.getLevelName(level).lower())
+        method(event, **record)
+
+    def ended(
+        self,
+        level: int,
+        event: str,
+        entry: Entry,
+        *,
+        in_scope: bool = False,
+        **fields: Any,
+    ) -> None:
+        """Emit an event about a session's end, with its age."""
+        if self.wants(level):
+            age_ms = round(entry.age * 1000.0, 3)
+            self.emit(level, event, entry, in_scope=in_scope, age_ms=age_ms, **fields)
