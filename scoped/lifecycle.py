@@ -12,10 +12,12 @@ events cost next to nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
 import reprlib
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Final
 
 import structlog
+import wrapt
 
 __all__ = ["LOGGER_NAME", "Entry", "Events", "bounded_repr", "mask_url"]
 
@@ -33,6 +36,17 @@ _repr = reprlib.Repr()
 _repr.maxstring = 60
 _repr.maxother = 60
 _ids = itertools.count(1)
+
+# A logger installed with :func:`scoped.logging.to_json`, used by every
+# registry that was not given its own; the generation lets registries that
+# already resolved a logger notice a later installation.
+_default: list[Any] = [None, 0]
+
+
+def set_default_logger(logger: Any | None) -> None:
+    """Route the events of registries without their own logger to *logger*."""
+    _default[0] = logger
+    _default[1] += 1
 
 
 def bounded_repr(obj: object) -> str:
@@ -67,6 +81,7 @@ class Entry:
     """
 
     __slots__ = (
+        "attached",
         "created",
         "created_wall",
         "obj",
@@ -87,6 +102,7 @@ class Entry:
         current = threading.current_thread()
         self.thread = current.name
         self.thread_id = current.ident
+        self.attached: tuple[list[str], list[Callable[[], None]]] | None = None
 
     @property
     def scope_repr(self) -> str:
@@ -112,6 +128,8 @@ class Entry:
 
 
 def _resolve(logger: Any | None) -> Any:
+    if logger is None:
+        logger = _default[0]
     if logger is not None:
         bind = getattr(logger, "bind", None)
         return bind() if callable(bind) else logger
@@ -140,7 +158,14 @@ class Events:
         enabled: ``False`` turns every event off.
     """
 
-    __slots__ = ("_logger", "_resolved", "enabled", "registry", "scope_kind")
+    __slots__ = (
+        "_generation",
+        "_logger",
+        "_resolved",
+        "enabled",
+        "registry",
+        "scope_kind",
+    )
 
     def __init__(
         self,
@@ -155,11 +180,13 @@ class Events:
         self.enabled = enabled
         self._logger = logger
         self._resolved: Any | None = None
+        self._generation = -1
 
     def logger(self) -> Any:
         """The resolved logger (resolved once, at first use)."""
-        if self._resolved is None:
+        if self._resolved is None or self._generation != _default[1]:
             self._resolved = _resolve(self._logger)
+            self._generation = _default[1]
         return self._resolved
 
     def wants(self, level: int) -> bool:
@@ -224,3 +251,80 @@ class Events:
         if self.wants(level):
             age_ms = round(entry.age * 1000.0, 3)
             self.emit(level, event, entry, in_scope=in_scope, age_ms=age_ms, **fields)
+
+    # -- per-session instrumentation ------------------------------------
+
+    def attach(self, entry: Entry) -> None:
+        """Report ``close()``/``reset()`` calls and transactions of *entry*.
+
+        Only done when debug events are wanted, so a filtered logger costs
+        nothing per session. :meth:`detach` undoes it when the session leaves
+        its registry: nothing accumulates on the session class or factory.
+        """
+        if not self.wants(logging.DEBUG):
+            return
+        obj = entry.obj
+        attached: list[str] = []
+        for name, event in (("close", "session.closed"), ("reset", "session.reset")):
+            method = getattr(obj, name, None)
+            if not callable(method):
+                continue
+            try:
+                setattr(
+                    obj, name, wrapt.FunctionWrapper(method, self._ended(entry, event))
+                )
+            except (AttributeError, TypeError):
+                continue  # __slots__ or a read-only attribute: not instrumented
+            attached.append(name)
+        entry.attached = (attached, _transaction_hooks(self, entry))
+
+    def _ended(self, entry: Entry, event: str) -> Callable[..., Any]:
+        def report(
+            wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
+        ) -> Any:
+            result = wrapped(*args, **kwargs)
+            self.ended(logging.DEBUG, event, entry)
+            return result
+
+        return report
+
+    @staticmethod
+    def detach(entry: Entry) -> None:
+        """Remove what :meth:`attach` added to *entry*'s session."""
+        attached = entry.attached
+        if attached is None:
+            return
+        entry.attached = None
+        names, hooks = attached
+        for name in names:
+            vars(entry.obj).pop(name, None)
+        for remove in hooks:
+            remove()
+
+
+def _transaction_listener(
+    events: Events, entry: Entry, name: str
+) -> Callable[..., None]:
+    def listener(*_: Any) -> None:
+        events.emit(logging.DEBUG, name, entry)
+
+    return listener
+
+
+def _transaction_hooks(events: Events, entry: Entry) -> list[Callable[[], None]]:
+    """Listen for SQLAlchemy transactions on this one session, if it is one."""
+    module = sys.modules.get("sqlalchemy.orm.session")
+    if module is None or not isinstance(entry.obj, module.Session):
+        return []
+    from sqlalchemy import event
+
+    removers: list[Callable[[], None]] = []
+    for hook, name in (
+        ("after_begin", "session.begin"),
+        ("after_commit", "session.commit"),
+        ("after_rollback", "session.rollback"),
+    ):
+        listener = _transaction_listener(events, entry, name)
+        event.listen(entry.obj, hook, listener)
+        removers.append(functools.partial(event.remove, entry.obj, hook, listener))
+    return removers

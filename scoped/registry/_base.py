@@ -157,12 +157,14 @@ class Registry(abc.ABC, Generic[_T]):
             entry,
             session_class=type(obj).__qualname__,
         )
+        self.events.attach(entry)
         return entry
 
     def _untrack(self, entry: Entry | None) -> bool:
         """Forget *entry*; tell whether it was still live (exactly once)."""
         if entry is None:
             return False
+        self.events.detach(entry)
         with self._entries_lock:
             return self._entries.pop(id(entry), None) is not None
 
@@ -177,6 +179,9 @@ class Registry(abc.ABC, Generic[_T]):
         """Close *entry*'s object; log and return a failure instead of raising."""
         if self.close is None:
             return None
+        # Closing as part of removal is reported as the removal itself, not
+        # as a user's close() or the rollback that close() performs.
+        self.events.detach(entry)
         try:
             self.close(entry.obj)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - reported, then handled by the caller
