@@ -127,6 +127,18 @@ class Entry:
         }
 
 
+# Attributes every logging.LogRecord has; ``extra`` may not overwrite them.
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def _rename_record_fields(_: Any, __: str, event_dict: dict[str, Any]) -> Any:
+    """Prefix fields such as ``thread`` that the stdlib reserves on records."""
+    for key in _RECORD_FIELDS.intersection(event_dict):
+        if key != "event":
+            event_dict[f"scoped_{key}"] = event_dict.pop(key)
+    return event_dict
+
+
 def _resolve(logger: Any | None) -> Any:
     if logger is None:
         logger = _default[0]
@@ -140,7 +152,7 @@ def _resolve(logger: Any | None) -> Any:
         wrapper_class=structlog.stdlib.BoundLogger,
         processors=[
             structlog.stdlib.filter_by_level,
-            structlog.processors.add_log_level,
+            _rename_record_fields,
             structlog.stdlib.render_to_log_kwargs,
         ],
     ).bind()
