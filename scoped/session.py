@@ -9,7 +9,7 @@ import operator
 import typing
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from scoped import _sqlalchemy
 from scoped.errors import AlreadyPresentError, ScopedWarning, describe, require_callable
@@ -58,7 +58,8 @@ def infer_target(factory: Callable[..., Any], class_: type | None) -> type:
     ``scoped_session`` assumes).
     """
     if class_ is not None:
-        if not isinstance(class_, type):
+        # Checked although annotated: untyped callers pass anything.
+        if not isinstance(cast(object, class_), type):
             msg = f"class_ must be a class, got {describe(class_)}"
             raise TypeError(msg)
         return class_
@@ -185,7 +186,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         )
         base = cls.__dict__.get("_scoped_base", cls)
         proxy = cls._proxy_class(base, target, registry)
-        self = object.__new__(proxy)
+        self: scoped_session[_S] = object.__new__(proxy)
         self.session_factory = session_factory
         self._scoped_sqlalchemy = _sqlalchemy.is_session_class(target)
         self._scoped_attach(registry)
@@ -249,7 +250,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         self._scoped_attach(registry)
 
     @property
-    def _proxied(self) -> _S:
+    def _proxied(self) -> _S:  # type: ignore[override]  # typed proxies say Session
         return self._scoped_registry()
 
     def __call__(self, **kw: Any) -> _S:

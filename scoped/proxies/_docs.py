@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["attribute_doc", "proxied_doc"]
+from scoped.proxies._members import Kind, Member
+
+__all__ = ["attribute_doc", "member_doc", "proxied_doc"]
 
 
 def _margin(lines: list[str]) -> str:
@@ -57,3 +59,13 @@ def attribute_doc(name: str, target_ref: str, proxy_ref: str) -> str:
         f"Proxy for the :attr:`{target_ref}.{name}` attribute on\n"
         f"behalf of the :class:`{proxy_ref}` class.\n"
     )
+
+
+def member_doc(member: Member, target_ref: str, proxy_ref: str) -> str:
+    """The docstring of *member*'s proxy: its own with the note, or a stand-in.
+
+    Only attributes without a docstring of their own get :func:`attribute_doc`.
+    """
+    if member.kind is Kind.ATTRIBUTE and not member.doc:
+        return attribute_doc(member.name, target_ref, proxy_ref)
+    return proxied_doc(member.doc, target_ref, proxy_ref)
