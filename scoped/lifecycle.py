@@ -20,7 +20,7 @@ import reprlib
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from datetime import datetime, timezone
 from typing import Any, Final
 
@@ -131,7 +131,9 @@ class Entry:
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
-def _rename_record_fields(_: Any, __: str, event_dict: dict[str, Any]) -> Any:
+def _rename_record_fields(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Prefix fields such as ``thread`` that the stdlib reserves on records."""
     for key in _RECORD_FIELDS.intersection(event_dict):
         if key != "event":

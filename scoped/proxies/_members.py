@@ -72,7 +72,7 @@ def _classify(name: str, raw: object) -> Member | None:
         func = raw.__func__
         return Member(name, Kind.STATICMETHOD, func, func.__doc__)
     if inspect.isfunction(raw) or inspect.ismethoddescriptor(raw) and callable(raw):
-        return Member(name, Kind.METHOD, raw, getattr(raw, "__doc__", None))  # type: ignore[arg-type]
+        return Member(name, Kind.METHOD, raw, getattr(raw, "__doc__", None))
     if isinstance(raw, property):
         return Member(name, Kind.ATTRIBUTE, doc=raw.__doc__, writable=raw.fset is not None)
     if hasattr(type(raw), "__get__"):
