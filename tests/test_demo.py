@@ -1,0 +1,161 @@
+"""``python -m scoped demo``: the main job, run in-process."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from scoped.__main__ import main
+
+LABELS = (
+    "requests served",
+    "sessions created",
+    "sessions removed",
+    "sessions still live",
+    "connections checked out",
+    "order rows",
+    "amount ordered",
+    "account balances",
+)
+
+
+def summary(out: str) -> dict[str, tuple[list[int], str]]:
+    """Map each summary label to (the numbers in its value, its ok/FAIL mark)."""
+    rows = {}
+    for label in LABELS:
+        match = re.search(rf"^  {label} +(.+?) +(ok|FAIL)$", out, re.MULTILINE)
+        assert match is not None, f"no {label!r} line in:\n{out}"
+        rows[label] = ([int(n) for n in re.findall(r"\d+", match[1])], match[2])
+    return rows
+
+
+def demo(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run the demo with *argv*; return its exit status and printed output."""
+    status = main(["demo", *argv])
+    return status, capsys.readouterr().out
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'demo.db'}"
+
+
+def test_serves_every_request_and_leaves_nothing_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """4 threads x 50 requests: every session removed, no connection held."""
+    status, out = demo(
+        capsys, "--threads", "4", "--requests", "50", "--db", sqlite_url(tmp_path)
+    )
+
+    assert 0 == status, out
+    rows = summary(out)
+    # 200 served: 180 ok, every 10th failed on purpose, no unexpected errors.
+    assert ([200, 180, 20, 0], "ok") == rows["requests served"]
+    # remove() after each request: the next one gets a new session.
+    assert ([200], "ok") == rows["sessions created"]
+    assert ([200], "ok") == rows["sessions removed"]
+    assert ([0], "ok") == rows["sessions still live"]
+    assert ([0], "ok") == rows["connections checked out"]
+    assert ([180, 180], "ok") == rows["order rows"]
+    assert ([20, 20], "ok") == rows["account balances"]
+    assert "200/200 requests (180 ok, 20 failed on purpose)" in out
+    assert out.rstrip().endswith("all checks passed")
+
+    # The file itself, read without SQLAlchemy, agrees with the summary.
+    with closing(sqlite3.connect(tmp_path / "demo.db")) as conn:
+        orders, ordered = conn.execute(
+            "SELECT count(*), sum(amount) FROM scoped_demo_orders"
+        ).fetchone()
+        (balances,) = conn.execute(
+            "SELECT sum(balance) FROM scoped_demo_accounts"
+        ).fetchone()
+    assert 180 == orders
+    assert rows["amount ordered"][0] == [ordered, ordered]
+    assert ordered == balances
+
+
+def test_skipping_remove_fails_the_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without remove() at teardown, each thread keeps its session and a connection."""
+    status, out = demo(
+        capsys,
+        "--threads",
+        "4",
+        "--requests",
+        "50",
+        "--db",
+        sqlite_url(tmp_path),
+        "--no-remove",
+    )
+
+    assert 1 == status, out
+    rows = summary(out)
+    assert ([200, 180, 20, 0], "ok") == rows["requests served"]
+    # One session per thread, reused by all its requests and never freed.
+    assert ([4], "ok") == rows["sessions created"]
+    assert ([0], "FAIL") == rows["sessions removed"]
+    assert ([4], "FAIL") == rows["sessions still live"]
+    # Each session's last request reloaded an object after its commit, which
+    # began a transaction that only close() would have ended.
+    assert ([4], "FAIL") == rows["connections checked out"]
+    # Failed requests were still rolled back, so the data is right.
+    assert ([180, 180], "ok") == rows["order rows"]
+    assert out.rstrip().endswith(
+        "FAILED: sessions removed, sessions still live, connections checked out"
+    )
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("server", ["pg_url", "mariadb_url"])
+def test_runs_on_the_database_servers(
+    server: str,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same workload passes every check on PostgreSQL and MariaDB."""
+    url = request.getfixturevalue(server)
+
+    status, out = demo(capsys, "--threads", "4", "--requests", "25", "--db", url)
+
+    assert 0 == status, out
+    rows = summary(out)
+    assert ([100, 90, 10, 0], "ok") == rows["requests served"]
+    assert ([0], "ok") == rows["sessions still live"]
+    assert ([0], "ok") == rows["connections checked out"]
+
+
+def test_rejects_in_memory_sqlite(capsys: pytest.CaptureFixture[str]) -> None:
+    """An in-memory database cannot be shared by pooled connections: exit 2."""
+    status, out = demo(capsys, "--db", "sqlite://")
+
+    assert 2 == status
+    assert "--db 'sqlite://' is an in-memory SQLite database" in out
+
+
+def test_rejects_zero_threads(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--threads 0`` is a usage error naming the option and the value."""
+    with pytest.raises(SystemExit) as exc_info:
+        main(["demo", "--threads", "0"])
+
+    assert 2 == exc_info.value.code
+    assert "--threads: expected a whole number >= 1, got '0'" in (
+        capsys.readouterr().err
+    )
+
+
+def test_importing_the_demo_does_not_import_sqlalchemy() -> None:
+    """SQLAlchemy is imported when the demo runs, not when the module loads."""
+    code = "import sys, scoped.demo; print('sqlalchemy' in sys.modules)"
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+
+    assert "False" == result.stdout.strip()
