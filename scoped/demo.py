@@ -25,7 +25,11 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import scoped.logging
+from scoped.lifecycle import set_default_logger
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine, MetaData, Table
@@ -90,6 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10,
         metavar="N",
         help="every Nth request fails on purpose and is rolled back (0: none)",
+    )
+    parser.add_argument(
+        "--log",
+        default="scoped-demo-events.jsonl",
+        metavar="PATH",
+        help="write the lifecycle log here as JSON lines, then report on it "
+        "('' to skip)",
     )
     parser.add_argument(
         "--no-remove",
@@ -377,7 +388,7 @@ def _serve(engine: Engine, accounts: Table, args: argparse.Namespace) -> _Outcom
 
     counter: _SessionCounter[Session] = _SessionCounter(sessionmaker(bind=engine))
     # The one global session of the application.
-    db_session = scoped_session(counter)
+    db_session = scoped_session(counter, name="demo")
 
     tallies = [_Tally() for _ in range(args.threads)]
     progress = _Progress(args.threads * args.requests)
@@ -540,12 +551,39 @@ def run(args: argparse.Namespace) -> int:
                 f"on {engine.url.render_as_string(hide_password=True)}",
                 flush=True,
             )
-            try:
-                outcome = _serve(engine, accounts, args)
-            except threading.BrokenBarrierError:
-                print("the workers did not finish in time")
-                return 1
+            with _lifecycle_log(args.log):
+                try:
+                    outcome = _serve(engine, accounts, args)
+                except threading.BrokenBarrierError:
+                    print("the workers did not finish in time")
+                    return 1
             _count_rows(engine, accounts, orders, outcome)
         finally:
             engine.dispose()
+    if args.log:
+        _report(args.log)
     return _summarize(outcome, args.threads * args.requests)
+
+
+@contextmanager
+def _lifecycle_log(path: str) -> Iterator[None]:
+    """Send the registry's lifecycle events to *path* while the workload runs."""
+    if not path:
+        yield
+        return
+    with Path(path).open("w", encoding="utf-8") as stream:
+        scoped.logging.to_json(stream)
+        try:
+            yield
+        finally:
+            set_default_logger(None)
+
+
+def _report(path: str) -> None:
+    """Print where the lifecycle log went, then the report of it."""
+    from scoped import report
+
+    with Path(path).open("rb") as stream:
+        data = report.read_log(stream, source=path, top=3, limit=5)
+    print(f"\nlifecycle log written to {path}; python -m scoped report {path}:\n")
+    print(report.render_text(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -33,6 +34,12 @@ def summary(out: str) -> dict[str, tuple[list[int], str]]:
         assert match is not None, f"no {label!r} line in:\n{out}"
         rows[label] = ([int(n) for n in re.findall(r"\d+", match[1])], match[2])
     return rows
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The demo writes its lifecycle log to the working directory by default.
+    monkeypatch.chdir(tmp_path)
 
 
 def demo(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -159,3 +166,26 @@ def test_importing_the_demo_does_not_import_sqlalchemy() -> None:
     )
 
     assert "False" == result.stdout.strip()
+
+
+def test_writes_and_reports_the_lifecycle_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo logs every session's life as JSON lines and prints the report."""
+    log = tmp_path / "events.jsonl"
+    status, out = demo(
+        capsys,
+        "--threads",
+        "2",
+        "--requests",
+        "20",
+        "--log",
+        str(log),
+        "--db",
+        sqlite_url(tmp_path),
+    )
+    assert 0 == status
+    events = [json.loads(line)["event"] for line in log.read_text().splitlines()]
+    assert 40 == events.count("session.created") == events.count("session.removed")
+    assert f"lifecycle log written to {log}" in out
+    assert "Suspected leaks (never removed or scope-ended): 0" in out
