@@ -209,7 +209,11 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
 
     @staticmethod
     def _proxy_class(base: type, target: type, registry: Registry[Any]) -> type:
-        lookup = Lookup(registry.lookup, registry.lookup_misses)
+        lookup = Lookup(
+            registry.lookup,
+            registry.lookup_misses,
+            miss_test=registry.lookup_miss_test,
+        )
         if _sqlalchemy.is_session_class(target):
             return proxy_class(
                 base,

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from scoped.proxies._codegen import Lookup, Plan, compile_members
 from scoped.proxies._docs import attribute_doc, proxied_doc
-from scoped.proxies._members import Kind, Member, discover
 from scoped.proxies._factory import proxy_class, reserved_names
+from scoped.proxies._members import Kind, Member, discover
 
 __all__ = [
     "Kind",

@@ -43,9 +43,7 @@ class Member:
     @property
     def is_coroutine(self) -> bool:
         """Tell whether the target is an ``async def`` function."""
-        return self.function is not None and inspect.iscoroutinefunction(
-            self.function
-        )
+        return self.function is not None and inspect.iscoroutinefunction(self.function)
 
 
 def _is_public(name: str) -> bool:
@@ -55,7 +53,7 @@ def _is_public(name: str) -> bool:
 def _annotations(target: type) -> dict[str, Any]:
     names: dict[str, Any] = {}
     for klass in reversed(target.__mro__):
-        names.update(klass.__dict__.get("__annotations__", {}))
+        names.update(inspect.get_annotations(klass))
     return names
 
 
@@ -71,10 +69,12 @@ def _classify(name: str, raw: object) -> Member | None:
     if isinstance(raw, staticmethod):
         func = raw.__func__
         return Member(name, Kind.STATICMETHOD, func, func.__doc__)
-    if inspect.isfunction(raw) or inspect.ismethoddescriptor(raw) and callable(raw):
+    if inspect.isfunction(raw) or (inspect.ismethoddescriptor(raw) and callable(raw)):
         return Member(name, Kind.METHOD, raw, getattr(raw, "__doc__", None))
     if isinstance(raw, property):
-        return Member(name, Kind.ATTRIBUTE, doc=raw.__doc__, writable=raw.fset is not None)
+        return Member(
+            name, Kind.ATTRIBUTE, doc=raw.__doc__, writable=raw.fset is not None
+        )
     if hasattr(type(raw), "__get__"):
         # Other descriptors (memoized properties and the like): writable only
         # if they say so, as SQLAlchemy decides for its own proxies.

@@ -62,10 +62,14 @@ class Registry(abc.ABC, Generic[_T]):
     ``storage`` and ``scopefunc`` (bound to :attr:`_storage` and
     :attr:`_scopefunc`), and :attr:`lookup_misses` the exceptions that mean
     "not created yet", after which proxies call :meth:`_create_current`.
+    :attr:`lookup_miss_test`, if set, is a source expression over ``error``,
+    ``storage`` and ``self`` (the proxy) that is true only for a miss raised
+    by the lookup itself; proxies then forward from inside the ``try``.
     """
 
     lookup: ClassVar[str]
     lookup_misses: ClassVar[tuple[type[BaseException], ...]]
+    lookup_miss_test: ClassVar[str | None] = None
     #: How lifecycle events name this registry's kind of scope.
     scope_kind: ClassVar[str] = "custom"
 

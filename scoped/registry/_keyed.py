@@ -45,6 +45,14 @@ class ScopedRegistry(Registry[_T]):
 
     lookup: ClassVar[str] = "{storage}[{scopefunc}()]"
     lookup_misses: ClassVar[tuple[type[BaseException], ...]] = (KeyError, TypeError)
+    # A miss is raised by the subscript in the proxy's own frame (nothing
+    # deeper in the traceback) while the scope holds nothing; has() also
+    # turns an unhashable key into the clear TypeError. An error the session
+    # or the scopefunc raises always has a frame of its own, or leaves the
+    # scope's object in place.
+    lookup_miss_test: ClassVar[str | None] = (
+        "{error}.__traceback__.tb_next is None and not {self}.registry.has()"
+    )
 
     _storage: dict[Hashable, _T]
     _scopefunc: Callable[[], Any]

@@ -29,6 +29,9 @@ class ThreadLocalRegistry(Registry[_T]):
 
     lookup: ClassVar[str] = "{storage}.value"
     lookup_misses: ClassVar[tuple[type[BaseException], ...]] = (AttributeError,)
+    # Python 3.10+ records the object whose attribute was missing, so a miss
+    # on the storage is told apart from an AttributeError the session raises.
+    lookup_miss_test: ClassVar[str | None] = "{error}.obj is {storage}"
 
     _storage: threading.local
 
