@@ -15,6 +15,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import operator
 import os
 import reprlib
 import sys
@@ -87,8 +88,10 @@ class Entry:
         "obj",
         "scope",
         "session_id",
+        "slot",
         "thread",
         "thread_id",
+        "warned",
     )
 
     def __init__(self, obj: object, scope: object) -> None:
@@ -103,6 +106,10 @@ class Entry:
         self.thread = current.name
         self.thread_id = current.ident
         self.attached: tuple[list[str], list[Callable[[], None]]] | None = None
+        #: Where the registry keeps the object (registry-specific).
+        self.slot: Any = None
+        #: Whether a leak warning was already emitted for this session.
+        self.warned = False
 
     @property
     def scope_repr(self) -> str:
@@ -141,16 +148,20 @@ def _rename_record_fields(
     return event_dict
 
 
-def _resolve(logger: Any | None) -> Any:
+def _resolve(logger: Any | None) -> tuple[Any, Callable[[int], bool]]:
+    """The logger to use, and the cheapest way to ask it about a level."""
     if logger is None:
         logger = _default[0]
     if logger is not None:
         bind = getattr(logger, "bind", None)
-        return bind() if callable(bind) else logger
+        resolved = bind() if callable(bind) else logger
+        return resolved, _level_check(resolved)
     if structlog.is_configured():
-        return structlog.get_logger(LOGGER_NAME).bind()
-    return structlog.wrap_logger(
-        logging.getLogger(LOGGER_NAME),
+        resolved = structlog.get_logger(LOGGER_NAME).bind()
+        return resolved, _level_check(resolved)
+    stdlib = logging.getLogger(LOGGER_NAME)
+    resolved = structlog.wrap_logger(
+        stdlib,
         wrapper_class=structlog.stdlib.BoundLogger,
         processors=[
             structlog.stdlib.filter_by_level,
@@ -158,6 +169,33 @@ def _resolve(logger: Any | None) -> Any:
             structlog.stdlib.render_to_log_kwargs,
         ],
     ).bind()
+    # The wrapper would only forward to it; the level can change at any time.
+    return resolved, stdlib.isEnabledFor
+
+
+def _always(level: int) -> bool:
+    return True
+
+
+def _level_check(logger: Any) -> Callable[[int], bool]:
+    """Ask *logger* whether a level is enabled, as cheaply as it allows.
+
+    structlog's filtering loggers compare against a level fixed in their
+    class, so for them the comparison is made here, without a method call.
+    """
+    check = getattr(logger, "is_enabled_for", None)
+    if not callable(check):
+        return _always
+    effective = getattr(logger, "get_effective_level", None)
+    if callable(effective):
+        try:
+            floor = effective()
+            fixed = type(logger) is structlog.make_filtering_bound_logger(floor)
+        except Exception:  # noqa: BLE001 - then it is not one of structlog's
+            fixed = False
+        if fixed:
+            return functools.partial(operator.le, floor)
+    return check  # type: ignore[no-any-return]
 
 
 class Events:
@@ -173,6 +211,7 @@ class Events:
     """
 
     __slots__ = (
+        "_check",
         "_generation",
         "_logger",
         "_resolved",
@@ -194,23 +233,32 @@ class Events:
         self.enabled = enabled
         self._logger = logger
         self._resolved: Any | None = None
+        self._check: Callable[[int], bool] = _always
+        # Below any generation of _default, so that the first use resolves.
         self._generation = -1
+
+    def _refresh(self) -> None:
+        self._resolved, self._check = _resolve(self._logger)
+        self._generation = _default[1]
 
     def logger(self) -> Any:
         """The resolved logger (resolved once, at first use)."""
-        if self._resolved is None or self._generation != _default[1]:
-            self._resolved = _resolve(self._logger)
-            self._generation = _default[1]
+        if self._generation != _default[1]:
+            self._refresh()
         return self._resolved
 
     def wants(self, level: int) -> bool:
-        """Tell whether an event at *level* would be emitted."""
+        """Tell whether an event at *level* would be emitted.
+
+        This runs on every creation and removal, also when nothing is
+        logged, so it stays a few attribute loads and one cheap call.
+        """
         if not self.enabled:
             return False
-        check: Callable[[int], bool] | None = getattr(
-            self.logger(), "is_enabled_for", None
-        )
-        return True if check is None else bool(check(level))
+        if self._generation != _default[1]:
+            self._refresh()
+        # structlog's is_enabled_for returns a bool already: no bool() call.
+        return self._check(level)
 
     def emit(
         self,
@@ -228,8 +276,18 @@ class Events:
         (asking a dying thread for ``threading.current_thread()`` would
         register a dummy thread object that is never released).
         """
-        if not self.wants(level):
-            return
+        if self.wants(level):
+            self._send(level, event, entry, fields, in_scope=in_scope)
+
+    def _send(
+        self,
+        level: int,
+        event: str,
+        entry: Entry | None,
+        fields: dict[str, Any],
+        *,
+        in_scope: bool,
+    ) -> None:
         if in_scope and entry is not None:
             thread, thread_id = entry.thread, entry.thread_id
         else:
@@ -249,7 +307,7 @@ class Events:
             record["session_id"] = entry.session_id
             record["scope"] = entry.scope_repr
         record.update(fields)
-        method = getattr(self.logger(), logging.getLevelName(level).lower())
+        method = getattr(self._resolved, logging.getLevelName(level).lower())
         method(event, **record)
 
     def ended(
@@ -264,7 +322,9 @@ class Events:
         """Emit an event about a session's end, with its age."""
         if self.wants(level):
             age_ms = round(entry.age * 1000.0, 3)
-            self.emit(level, event, entry, in_scope=in_scope, age_ms=age_ms, **fields)
+            self._send(
+                level, event, entry, {"age_ms": age_ms, **fields}, in_scope=in_scope
+            )
 
     # -- per-session instrumentation ------------------------------------
 

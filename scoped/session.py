@@ -16,6 +16,7 @@ from scoped.errors import AlreadyPresentError, ScopedWarning, describe, require_
 from scoped.lifecycle import Events, mask_url
 from scoped.proxies import Lookup, proxy_class
 from scoped.registry import Registry, for_scope
+from scoped.registry._base import Frame
 
 _S = TypeVar("_S")
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 else:
     _Base = Generic
 
-__all__ = ["QueryProperty", "ScopedSession", "scoped_session"]
+__all__ = ["QueryProperty", "ScopeBlock", "ScopedSession", "scoped_session"]
 
 
 _TRIVIAL = frozenset(
@@ -95,6 +96,45 @@ def _loggable(key: str, value: object) -> str:
     return mask_url(value)
 
 
+class ScopeBlock:
+    """The context manager :meth:`scoped_session.scope` returns."""
+
+    __slots__ = ("_frame", "_registry")
+
+    def __init__(self, registry: Registry[Any]) -> None:
+        self._registry = registry
+        self._frame: Frame | None = None
+
+    def __enter__(self) -> ScopeBlock:
+        if self._frame is not None:
+            msg = "this scope block is already open; call scope() again to nest"
+            raise RuntimeError(msg)
+        self._frame = self._registry.push()
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        frame = self._frame
+        if frame is None:
+            msg = "this scope block was not opened"
+            raise RuntimeError(msg)
+        try:
+            self._registry.pop(frame)
+        except Exception:
+            if exc is None:
+                raise
+            # The block's own exception matters more than a failure to close
+            # its session, which the registry has already logged.
+        self._frame = None
+
+    async def __aenter__(self) -> ScopeBlock:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, kind: object, exc: BaseException | None, tb: object
+    ) -> None:
+        self.__exit__(kind, exc, tb)
+
+
 class QueryProperty:
     """Class-level ``Model.query`` that queries through the current session."""
 
@@ -134,6 +174,15 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         logger: A structlog logger for lifecycle events, instead of
             ``structlog.get_logger("scoped")``.
         log: ``False`` turns lifecycle events off.
+        leak_after: Warn (``session.leak_suspected``) about sessions older
+            than this many seconds; nothing is closed.
+        max_scopes: Warn when more scopes than this hold a session at once.
+
+    *scopefunc* may be one of the ready scopes in :mod:`scoped.scopes`
+    (thread, task, greenlet, context), whose sessions are closed when their
+    scope ends. ``threading.get_ident`` and ``asyncio.current_task`` are
+    mapped to the thread and task scopes, which they would otherwise imitate
+    unsafely (thread ids are reused; finished tasks would be kept alive).
 
     When the factory makes SQLAlchemy sessions the object is also an instance
     of :class:`sqlalchemy.orm.scoped_session`, so ``sqlalchemy.event.listen``
@@ -158,6 +207,8 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         name: str | None = None,
         logger: Any | None = None,
         log: bool = True,
+        leak_after: float | None = None,
+        max_scopes: int | None = None,
     ) -> scoped_session[_S]:
         require_callable(session_factory, "session_factory")
         if scopefunc is not None:
@@ -172,18 +223,16 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
             )
             raise TypeError(msg)
         scopefunc = scopefunc or None  # SQLAlchemy tests it for truth
-        events = Events(
-            name or target.__qualname__,
-            "thread" if scopefunc is None else "custom",
-            logger,
-            enabled=log,
-        )
+        events = Events(name or target.__qualname__, "custom", logger, enabled=log)
         registry = for_scope(
             session_factory,
             scopefunc,
             close=None if close_method is None else operator.methodcaller(close_method),
             events=events,
+            leak_after=leak_after,
+            max_scopes=max_scopes,
         )
+        events.scope_kind = registry.scope_kind
         base = cls.__dict__.get("_scoped_base", cls)
         proxy = cls._proxy_class(base, target, registry)
         self: scoped_session[_S] = object.__new__(proxy)
@@ -202,6 +251,8 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         name: str | None = None,
         logger: Any | None = None,
         log: bool = True,
+        leak_after: float | None = None,
+        max_scopes: int | None = None,
     ) -> None:
         # Everything happens in __new__, which must pick the generated class
         # before the instance exists.
@@ -323,6 +374,18 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         so a broken session is never handed out again.
         """
         self._scoped_registry.remove()
+
+    def scope(self) -> ScopeBlock:
+        """Open a fresh scope for a block: ``with db_session.scope(): ...``.
+
+        Inside the block the current scope gets a new session on first use;
+        on exit (also on exception) that session is removed and the one the
+        scope had before, if any, comes back. Blocks nest. Use it for units
+        of work that share a thread or task with others: a job on a reused
+        pool thread, a Celery task, a CLI command, a test. ``async with``
+        works the same way.
+        """
+        return ScopeBlock(self._scoped_registry)
 
     def query_property(self, query_cls: type | None = None) -> Any:
         """Return a class attribute that queries through the current session.

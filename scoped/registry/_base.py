@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from scoped.errors import require_callable
@@ -83,8 +83,22 @@ class Registry(abc.ABC, Generic[_T]):
         *,
         close: Callable[[_T], object] | None = None,
         events: Events | None = None,
+        leak_after: float | None = None,
+        max_scopes: int | None = None,
     ) -> None:
         require_callable(createfunc, "createfunc")
+        if leak_after is not None and not leak_after > 0:
+            msg = f"leak_after must be a positive number of seconds, got {leak_after!r}"
+            raise ValueError(msg)
+        if max_scopes is not None and max_scopes < 1:
+            msg = f"max_scopes must be at least 1, got {max_scopes!r}"
+            raise ValueError(msg)
+        #: Warn about sessions older than this many seconds (``None``: never).
+        self.leak_after = leak_after
+        #: Warn when more scopes than this hold a session (``None``: never).
+        self.max_scopes = max_scopes
+        self._over_limit = False
+        self._cleanup = threading.local()
         self.createfunc = createfunc
         #: Called on an object when its scope is removed or ends; ``None``
         #: discards objects without closing them.
@@ -162,6 +176,8 @@ class Registry(abc.ABC, Generic[_T]):
             session_class=type(obj).__qualname__,
         )
         self.events.attach(entry)
+        if self.leak_after is not None or self.max_scopes is not None:
+            self.check_leaks()
         return entry
 
     def _untrack(self, entry: Entry | None) -> bool:
@@ -206,6 +222,13 @@ class Registry(abc.ABC, Generic[_T]):
         Does nothing when the scope holds no object. The object is discarded
         even if closing it fails; the failure is logged and then raised.
         """
+        if getattr(self._cleanup, "active", False):
+            msg = (
+                "remove() was called while the registry was closing a session "
+                "whose scope ended (from that session's close()); a scope that "
+                "ended has nothing left to remove"
+            )
+            raise RuntimeError(msg)
         obj = self.peek()
         if isinstance(obj, _Missing):
             return
@@ -230,10 +253,120 @@ class Registry(abc.ABC, Generic[_T]):
         """
         if os.getpid() != self._pid or not self._untrack(entry):
             return
-        self._close(entry, during="scope_end")
+        self._cleanup.active = True
+        try:
+            self._close(entry, during="scope_end")
+        finally:
+            self._cleanup.active = False
         with self._entries_lock:
             self._counts["cleaned_up"] += 1
         self.events.ended(logging.DEBUG, "session.scope_ended", entry, in_scope=True)
+
+    # -- leaks ----------------------------------------------------------
+
+    def check_leaks(self) -> int:
+        """Warn (once each) about sessions past :attr:`leak_after`, and when
+        more than :attr:`max_scopes` scopes hold one; return the number of
+        new warnings. Nothing is closed: the sessions may still be in use.
+
+        Runs on every creation when a limit is set; call it from a health
+        check to notice sessions that stopped being created.
+        """
+        warned = 0
+        with self._entries_lock:
+            live = list(self._entries.values())
+        limit = self.leak_after
+        if limit is not None:
+            # Entries are in creation order, so the first young one ends it.
+            for entry in live:
+                if entry.age < limit:
+                    break
+                if not entry.warned:
+                    entry.warned = True
+                    warned += 1
+                    self.events.ended(
+                        logging.WARNING,
+                        "session.leak_suspected",
+                        entry,
+                        in_scope=True,
+                        reason="age",
+                        leak_after=limit,
+                    )
+        bound = self.max_scopes
+        if bound is not None:
+            over = len(live) > bound
+            if over and not self._over_limit:
+                warned += 1
+                self.events.emit(
+                    logging.WARNING,
+                    "session.leak_suspected",
+                    live[-1],
+                    reason="max_scopes",
+                    live=len(live),
+                    max_scopes=bound,
+                )
+            self._over_limit = over
+        return warned
+
+    # -- explicit scopes ------------------------------------------------
+
+    @abc.abstractmethod
+    def _slot(self) -> Hashable:
+        """Identify where the current scope's object lives (thread or key)."""
+
+    @abc.abstractmethod
+    def _frame_stack(self, slot: Hashable, *, create: bool) -> list[Any] | None:
+        """The stack of open :meth:`push` frames for *slot*."""
+
+    @abc.abstractmethod
+    def _forget_frames(self, slot: Hashable) -> None:
+        """Drop the (empty) frame stack of *slot*."""
+
+    @abc.abstractmethod
+    def _take(self) -> Any:
+        """Detach the current object and its bookkeeping, untouched."""
+
+    @abc.abstractmethod
+    def _put(self, saved: Any) -> None:
+        """Reattach what :meth:`_take` detached."""
+
+    def push(self) -> Frame:
+        """Open a fresh scope inside the current one, until :meth:`pop`.
+
+        The current object is set aside (not closed); the next use in this
+        scope creates a new one.
+        """
+        slot = self._slot()
+        frame = Frame(slot, self._take())
+        stack = self._frame_stack(slot, create=True)
+        assert stack is not None
+        stack.append(frame)
+        return frame
+
+    def pop(self, frame: Frame) -> None:
+        """Leave *frame*: remove its object and bring back the one set aside.
+
+        Must be called from the scope that pushed it, innermost first;
+        otherwise a :class:`RuntimeError` says so and nothing changes.
+        """
+        slot = self._slot()
+        if slot != frame.slot:
+            msg = (
+                f"a scope opened in {frame.slot!r} cannot be left from "
+                f"{slot!r}: leave it in the thread or task that opened it"
+            )
+            raise RuntimeError(msg)
+        stack = self._frame_stack(slot, create=False)
+        if not stack or stack[-1] is not frame:
+            msg = "scopes must be left in the reverse order they were opened"
+            raise RuntimeError(msg)
+        try:
+            self.remove()
+        finally:
+            stack.pop()
+            if not stack:
+                self._forget_frames(slot)
+            self._put(frame.saved)
 
     # -- introspection --------------------------------------------------
 
@@ -272,6 +405,16 @@ class Registry(abc.ABC, Generic[_T]):
     @abc.abstractmethod
     def _drop_all(self) -> None:
         """Empty the storage in place (proxies hold a handle to it)."""
+
+
+class Frame:
+    """One open :meth:`Registry.push`: where it was opened and what it set aside."""
+
+    __slots__ = ("saved", "slot")
+
+    def __init__(self, slot: Hashable, saved: Any) -> None:
+        self.slot = slot
+        self.saved = saved
 
 
 #: Registries alive in this process, so that a fork can reset them all.

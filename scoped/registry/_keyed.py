@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, TypeVar
 
 from scoped.errors import AlreadyPresentError, require_callable
-from scoped.lifecycle import Entry, Events
+from scoped.lifecycle import Entry, Events, bounded_repr
 from scoped.registry._base import MISSING, Registry, _Missing
+from scoped.scopes import Scope
 
 __all__ = ["ScopedRegistry"]
 
@@ -23,6 +26,49 @@ class _Creation:
     def __init__(self) -> None:
         self.owner = threading.get_ident()
         self.done = threading.Event()
+
+
+class _WeakKey(weakref.ref):  # type: ignore[type-arg]
+    """A dictionary key that stands for a scope object without keeping it alive.
+
+    It hashes like the object and compares equal to it, so a lookup with the
+    object itself finds the entry; when the object is collected, the
+    callback ends the scope.
+    """
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, obj: object, callback: Callable[[Any], None]) -> None:
+        # weakref.ref.__new__ has already bound obj and callback.
+        self._hash = hash(obj)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        target = self()
+        if isinstance(other, _WeakKey):
+            other = other()
+        return target is not None and target is other
+
+
+def _identity_object(key: object) -> bool:
+    """Tell whether *key* is an object compared by identity that can be weakly held.
+
+    Only such keys can be collected while their scope's session lives: a key
+    with value semantics (a str, an int, a frozen dataclass) may be a new but
+    equal object on every call, so its collection says nothing.
+    """
+    kind = type(key)
+    if kind.__hash__ is not object.__hash__ or kind.__eq__ is not object.__eq__:
+        return False
+    try:
+        weakref.ref(key)
+    except TypeError:
+        return False
+    return True
 
 
 def _describe(func: Callable[..., Any]) -> str:
@@ -44,7 +90,11 @@ class ScopedRegistry(Registry[_T]):
     """
 
     lookup: ClassVar[str] = "{storage}[{scopefunc}()]"
-    lookup_misses: ClassVar[tuple[type[BaseException], ...]] = (KeyError, TypeError)
+    # LookupError also covers a ContextVar that has no value yet.
+    lookup_misses: ClassVar[tuple[type[BaseException], ...]] = (
+        LookupError,
+        TypeError,
+    )
     # A miss is raised by the subscript in the proxy's own frame (nothing
     # deeper in the traceback) while the scope holds nothing; has() also
     # turns an unhashable key into the clear TypeError. An error the session
@@ -64,28 +114,45 @@ class ScopedRegistry(Registry[_T]):
         *,
         close: Callable[[_T], object] | None = None,
         events: Events | None = None,
+        leak_after: float | None = None,
+        max_scopes: int | None = None,
     ) -> None:
         require_callable(scopefunc, "scopefunc")
-        super().__init__(createfunc, close=close, events=events)
-        self._scopefunc = scopefunc
+        super().__init__(
+            createfunc,
+            close=close,
+            events=events,
+            leak_after=leak_after,
+            max_scopes=max_scopes,
+        )
+        scope = scopefunc if isinstance(scopefunc, Scope) else None
+        self._scope = scope
+        #: What the user passed; checked (hashability, clear errors) off the
+        #: hot path. ``_scopefunc`` is what proxies call on every access.
+        self._checked_scopefunc = scopefunc
+        self._scopefunc = scope.fast() if scope is not None else scopefunc
         self._storage = {}
         self._lock = threading.Lock()
         self._creating: dict[Hashable, _Creation] = {}
         self._key_entries: dict[Hashable, Entry] = {}
+        self._frames: dict[Hashable, list[Any]] = {}
+        if scope is not None:
+            self.scope_kind = scope.kind  # type: ignore[misc]
 
     @property
     def scopefunc(self) -> Callable[[], Any]:
         """The function whose return value identifies the current scope."""
-        return self._scopefunc
+        return self._checked_scopefunc
 
     def key(self) -> Hashable:
         """Return the current scope key, checked for hashability."""
-        key = self._scopefunc()
+        key = self._checked_scopefunc()
         try:
             hash(key)
         except TypeError:
             msg = (
-                f"scopefunc {_describe(self._scopefunc)} returned an unhashable "
+                f"scopefunc {_describe(self._checked_scopefunc)} returned an "
+                "unhashable "
                 f"scope key of type {type(key).__name__!r}; scope keys must be "
                 "hashable (return an id, a name or the scope object itself)"
             )
@@ -95,7 +162,7 @@ class ScopedRegistry(Registry[_T]):
     def __call__(self) -> _T:
         try:
             return self._storage[self._scopefunc()]
-        except (KeyError, TypeError):
+        except (LookupError, TypeError):
             return self._create_current()
 
     def has(self) -> bool:
@@ -104,10 +171,10 @@ class ScopedRegistry(Registry[_T]):
     def set(self, obj: _T) -> None:
         key = self.key()
         with self._lock:
-            self._storage[key] = obj
             old = self._key_entries.pop(key, None)
-            self._key_entries[key] = self._track(obj, key)
+            self._storage.pop(key, None)
         self._discarded(old)
+        self._store(key, obj)
 
     def clear(self) -> None:
         key = self.key()
@@ -128,6 +195,67 @@ class ScopedRegistry(Registry[_T]):
         self._storage.clear()
         self._key_entries.clear()
         self._creating.clear()
+        self._frames.clear()
+
+    def _store(self, key: Hashable, obj: _T) -> None:
+        """Store a new object for *key* and arrange for the scope's end."""
+        scope = self._scope
+        stored: Hashable = key
+        if scope is not None and scope.strong_keys:
+            label = scope.describe(key)
+        elif _identity_object(key):
+            stored = _WeakKey(key, self._collected)
+            label = bounded_repr(key)
+        else:
+            label = key  # type: ignore[assignment]
+        entry = self._track(obj, label)
+        entry.slot = stored
+        with self._lock:
+            self._storage[stored] = obj
+            self._key_entries[stored] = entry
+        if scope is not None:
+            scope.watch(key, functools.partial(self._ended, stored, entry))
+
+    def _collected(self, stored: Hashable) -> None:
+        self._ended(stored, None)
+
+    def _ended(self, stored: Hashable, entry: Entry | None) -> None:
+        """The scope of *stored* ended: clean up whatever it still holds."""
+        with self._lock:
+            current = self._key_entries.get(stored)
+            if current is None or (entry is not None and current is not entry):
+                return
+            del self._key_entries[stored]
+            self._storage.pop(stored, None)
+        self._scope_ended(current)
+
+    def _slot(self) -> Hashable:
+        return self.key()
+
+    def _frame_stack(self, slot: Hashable, *, create: bool) -> list[Any] | None:
+        if create:
+            return self._frames.setdefault(slot, [])
+        return self._frames.get(slot)
+
+    def _forget_frames(self, slot: Hashable) -> None:
+        self._frames.pop(slot, None)
+
+    def _take(self) -> Any:
+        key = self.key()
+        with self._lock:
+            entry = self._key_entries.pop(key, None)
+            if entry is None:
+                return None
+            obj = self._storage.pop(key)
+        return (entry.slot, obj, entry)
+
+    def _put(self, saved: Any) -> None:
+        if saved is None:
+            return
+        stored, obj, entry = saved
+        with self._lock:
+            self._storage[stored] = obj
+            self._key_entries[stored] = entry
 
     def _get_or_create(self, factory: Callable[[], _T] | None) -> _T:
         key = self.key()
@@ -157,10 +285,7 @@ class ScopedRegistry(Registry[_T]):
             pending.done.wait()
         try:
             obj = (factory or self.createfunc)()
-            entry = self._track(obj, key)
-            with self._lock:
-                self._storage[key] = obj
-                self._key_entries[key] = entry
+            self._store(key, obj)
             return obj
         finally:
             with self._lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, TypeVar
 
 from scoped.errors import AlreadyPresentError
@@ -41,8 +41,16 @@ class ThreadLocalRegistry(Registry[_T]):
         *,
         close: Callable[[_T], object] | None = None,
         events: Events | None = None,
+        leak_after: float | None = None,
+        max_scopes: int | None = None,
     ) -> None:
-        super().__init__(createfunc, close=close, events=events)
+        super().__init__(
+            createfunc,
+            close=close,
+            events=events,
+            leak_after=leak_after,
+            max_scopes=max_scopes,
+        )
         self._storage = threading.local()
 
     def __call__(self) -> _T:
@@ -100,6 +108,27 @@ class ThreadLocalRegistry(Registry[_T]):
             storage.creating = False
         self._store(obj)
         return obj
+
+    def _slot(self) -> Hashable:
+        return threading.get_ident()
+
+    def _frame_stack(self, slot: Hashable, *, create: bool) -> list[Any] | None:
+        if create:
+            return self._storage.__dict__.setdefault("frames", [])  # type: ignore[no-any-return]
+        return getattr(self._storage, "frames", None)
+
+    def _forget_frames(self, slot: Hashable) -> None:
+        self._storage.__dict__.pop("frames", None)
+
+    def _take(self) -> Any:
+        slot = self._storage.__dict__
+        if "value" not in slot:
+            return None
+        return (slot.pop("value"), slot.pop("watch", None))
+
+    def _put(self, saved: Any) -> None:
+        if saved is not None:
+            self._storage.value, self._storage.watch = saved
 
     def _drop_all(self) -> None:
         # In a forked child only the forking thread survives; other threads'
