@@ -75,6 +75,18 @@ class Scope:
         """Name the scope *key* in logs and introspection."""
         return bounded_repr(key)
 
+    def open(self) -> Any:
+        """Make a fresh scope current, if this kind can; return how to undo it.
+
+        ``db_session.scope()`` uses it to give a block its own key (the
+        context scope does); scopes that cannot return ``None`` and the
+        registry sets the current scope's session aside instead.
+        """
+        return None
+
+    def close(self, opened: Any) -> None:
+        """Undo what :meth:`open` returned."""
+
     def __repr__(self) -> str:
         return f"<scoped.scopes.{self.kind}>"
 
@@ -165,6 +177,12 @@ class ContextScope(Scope):
             token = _ContextToken()
             _context_token.set(token)
             return token
+
+    def open(self) -> Any:
+        return _context_token.set(_ContextToken())
+
+    def close(self, opened: Any) -> None:
+        _context_token.reset(opened)
 
 
 thread: Final = ThreadScope()

@@ -330,14 +330,23 @@ class Registry(abc.ABC, Generic[_T]):
     def _put(self, saved: Any) -> None:
         """Reattach what :meth:`_take` detached."""
 
+    def _open_scope(self) -> Any:
+        """Let the scope open a fresh key for :meth:`push`, if it can."""
+        return None
+
+    def _close_scope(self, opened: Any) -> None:
+        """Undo :meth:`_open_scope`."""
+
     def push(self) -> Frame:
         """Open a fresh scope inside the current one, until :meth:`pop`.
 
-        The current object is set aside (not closed); the next use in this
-        scope creates a new one.
+        Either the scope kind opens a fresh key (the context scope), or the
+        current object is set aside, not closed; either way the next use
+        creates a new object.
         """
+        opened = self._open_scope()
         slot = self._slot()
-        frame = Frame(slot, self._take())
+        frame = Frame(slot, None if opened is not None else self._take(), opened)
         stack = self._frame_stack(slot, create=True)
         assert stack is not None
         stack.append(frame)
@@ -366,7 +375,10 @@ class Registry(abc.ABC, Generic[_T]):
             stack.pop()
             if not stack:
                 self._forget_frames(slot)
-            self._put(frame.saved)
+            if frame.opened is not None:
+                self._close_scope(frame.opened)
+            else:
+                self._put(frame.saved)
 
     # -- introspection --------------------------------------------------
 
@@ -408,13 +420,14 @@ class Registry(abc.ABC, Generic[_T]):
 
 
 class Frame:
-    """One open :meth:`Registry.push`: where it was opened and what it set aside."""
+    """One open :meth:`Registry.push`: where, what it set aside or opened."""
 
-    __slots__ = ("saved", "slot")
+    __slots__ = ("opened", "saved", "slot")
 
-    def __init__(self, slot: Hashable, saved: Any) -> None:
+    def __init__(self, slot: Hashable, saved: Any, opened: Any = None) -> None:
         self.slot = slot
         self.saved = saved
+        self.opened = opened
 
 
 #: Registries alive in this process, so that a fork can reset them all.

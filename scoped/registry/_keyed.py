@@ -232,6 +232,13 @@ class ScopedRegistry(Registry[_T]):
     def _slot(self) -> Hashable:
         return self.key()
 
+    def _open_scope(self) -> Any:
+        return None if self._scope is None else self._scope.open()
+
+    def _close_scope(self, opened: Any) -> None:
+        if self._scope is not None:
+            self._scope.close(opened)
+
     def _frame_stack(self, slot: Hashable, *, create: bool) -> list[Any] | None:
         if create:
             return self._frames.setdefault(slot, [])
