@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import scoped.logging
+from scoped._cli import not_negative, positive
 from scoped.lifecycle import set_default_logger
 
 if TYPE_CHECKING:
@@ -48,35 +49,14 @@ ACCOUNTS = 20
 WAIT_SECONDS = 30
 
 
-def _at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than *minimum*."""
-
-    def convert(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
-            msg = f"expected a whole number >= {minimum}, got {text!r}"
-            raise argparse.ArgumentTypeError(msg)
-        return value
-
-    return convert
-
-
-# Also used by ``python -m scoped report``.
-_positive = _at_least(1)
-_not_negative = _at_least(0)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``demo`` subcommand's options on *parser*."""
     parser.add_argument(
-        "--threads", type=_positive, default=8, help="worker threads (default 8)"
+        "--threads", type=positive, default=8, help="worker threads (default 8)"
     )
     parser.add_argument(
         "--requests",
-        type=_positive,
+        type=positive,
         default=200,
         help="requests per worker thread (default 200)",
     )
@@ -90,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--fail-every",
-        type=_not_negative,
+        type=not_negative,
         default=10,
         metavar="N",
         help="every Nth request fails on purpose and is rolled back (0: none)",

@@ -24,8 +24,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import IO, Any, Final
 
-# Shared with the demo's options; both subcommands parse counts alike.
-from scoped.demo import _at_least
+from scoped._cli import not_negative, positive
 
 __all__ = ["add_arguments", "read_log", "render_text", "run"]
 
@@ -948,14 +947,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--top",
-        type=_at_least(1),
+        type=positive,
         default=10,
         metavar="N",
         help="how many of the longest-lived sessions to list (default: 10)",
     )
     parser.add_argument(
         "--limit",
-        type=_at_least(0),
+        type=not_negative,
         default=50,
         metavar="N",
         help=(
