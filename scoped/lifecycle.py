@@ -37,6 +37,18 @@ _repr = reprlib.Repr()
 _repr.maxstring = 60
 _repr.maxother = 60
 _ids = itertools.count(1)
+_monotonic = time.monotonic
+_current_thread = threading.current_thread
+# The process id, read once (it is a system call) and again after a fork.
+_process = [os.getpid()]
+
+
+def _forked() -> None:
+    _process[0] = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
 
 # A logger installed with :func:`scoped.logging.to_json`, used by every
 # registry that was not given its own; the generation lets registries that
@@ -79,32 +91,31 @@ class Entry:
 
     ``session_id`` is short and unique within the process, so that log lines
     about one session can be joined; ``created`` is monotonic, for ages.
+    Creation is on every new scope's path, so everything that is only needed
+    for logs and introspection is derived on demand.
     """
 
     __slots__ = (
+        "_number",
+        "_pid",
+        "_thread",
         "attached",
         "created",
-        "created_wall",
         "obj",
         "scope",
-        "session_id",
         "slot",
-        "thread",
-        "thread_id",
         "warned",
     )
 
     def __init__(self, obj: object, scope: object) -> None:
         self.obj = obj
         # The raw key is kept only when it is a plain value; object keys are
-        # rendered now so that the entry never keeps a scope object alive.
+        # rendered by the registry so that the entry never keeps them alive.
         self.scope = scope
-        self.session_id = f"{os.getpid():x}-{next(_ids):x}"
-        self.created = time.monotonic()
-        self.created_wall = time.time()
-        current = threading.current_thread()
-        self.thread = current.name
-        self.thread_id = current.ident
+        self._number = next(_ids)
+        self._pid = _process[0]
+        self.created = _monotonic()
+        self._thread = _current_thread()
         self.attached: tuple[list[str], list[Callable[[], None]]] | None = None
         #: Where the registry keeps the object (registry-specific).
         self.slot: Any = None
@@ -112,9 +123,29 @@ class Entry:
         self.warned = False
 
     @property
+    def session_id(self) -> str:
+        """Short and unique within the process: ``<pid>-<number>`` in hex."""
+        return f"{self._pid:x}-{self._number:x}"
+
+    @property
+    def thread(self) -> str:
+        """The name of the thread that created the session."""
+        return self._thread.name
+
+    @property
+    def thread_id(self) -> int | None:
+        """The ident of the thread that created the session."""
+        return self._thread.ident
+
+    @property
     def scope_repr(self) -> str:
-        """The scope key as it appears in logs and introspection."""
+        """The scope key as it appears in logs and introspection.
+
+        ``None`` stands for the creating thread (the thread scope).
+        """
         scope = self.scope
+        if scope is None:
+            return self.thread
         return scope if isinstance(scope, str) else bounded_repr(scope)
 
     @property

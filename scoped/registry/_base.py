@@ -98,7 +98,9 @@ class Registry(abc.ABC, Generic[_T]):
         #: Warn when more scopes than this hold a session (``None``: never).
         self.max_scopes = max_scopes
         self._over_limit = False
-        self._cleanup = threading.local()
+        # Threads currently closing a session whose scope ended; almost
+        # always empty, so remove() checks it with one truth test.
+        self._cleaning: set[int] = set()
         self.createfunc = createfunc
         #: Called on an object when its scope is removed or ends; ``None``
         #: discards objects without closing them.
@@ -106,7 +108,10 @@ class Registry(abc.ABC, Generic[_T]):
         self.events = events or Events(
             f"{type(self).__name__}@{id(self):x}", self.scope_kind, enabled=False
         )
-        self._entries_lock = threading.Lock()
+        # Reentrant: a scope key collected by the garbage collector ends its
+        # scope from a weakref callback, which can run inside any allocation,
+        # including one made while this thread holds the lock.
+        self._entries_lock = threading.RLock()
         self._entries: dict[int, Entry] = {}
         self._counts = {"created": 0, "removed": 0, "cleaned_up": 0}
         self._pid = os.getpid()
@@ -161,6 +166,13 @@ class Registry(abc.ABC, Generic[_T]):
     def _current_entry(self) -> Entry | None:
         """The bookkeeping entry of the current scope's object, if any."""
 
+    def _current(self) -> tuple[_T, Entry | None] | None:
+        """The current object and its entry, or ``None``; one scope lookup."""
+        obj = self.peek()
+        if isinstance(obj, _Missing):
+            return None
+        return obj, self._current_entry()
+
     # -- bookkeeping shared by every kind of registry -------------------
 
     def _track(self, obj: _T, scope: object) -> Entry:
@@ -169,30 +181,35 @@ class Registry(abc.ABC, Generic[_T]):
         with self._entries_lock:
             self._entries[id(entry)] = entry
             self._counts["created"] += 1
-        self.events.emit(
-            logging.DEBUG,
-            "session.created",
-            entry,
-            session_class=type(obj).__qualname__,
-        )
-        self.events.attach(entry)
+        events = self.events
+        if events.wants(logging.DEBUG):
+            events.emit(
+                logging.DEBUG,
+                "session.created",
+                entry,
+                session_class=type(obj).__qualname__,
+            )
+            events.attach(entry)
         if self.leak_after is not None or self.max_scopes is not None:
             self.check_leaks()
         return entry
 
-    def _untrack(self, entry: Entry | None) -> bool:
-        """Forget *entry*; tell whether it was still live (exactly once)."""
+    def _untrack(self, entry: Entry | None, counter: str | None = None) -> bool:
+        """Forget *entry* and count it; tell whether it was live (exactly once)."""
         if entry is None:
             return False
-        self.events.detach(entry)
+        if entry.attached is not None:
+            self.events.detach(entry)
         with self._entries_lock:
-            return self._entries.pop(id(entry), None) is not None
+            if self._entries.pop(id(entry), None) is None:
+                return False
+            if counter is not None:
+                self._counts[counter] += 1
+        return True
 
     def _discarded(self, entry: Entry | None) -> None:
         """An object left its scope through ``clear()`` (or ``remove()``)."""
-        if self._untrack(entry) and entry is not None:
-            with self._entries_lock:
-                self._counts["removed"] += 1
+        if self._untrack(entry, "removed") and entry is not None:
             self.events.ended(logging.DEBUG, "session.removed", entry)
 
     def _close(self, entry: Entry, *, during: str) -> BaseException | None:
@@ -201,7 +218,8 @@ class Registry(abc.ABC, Generic[_T]):
             return None
         # Closing as part of removal is reported as the removal itself, not
         # as a user's close() or the rollback that close() performs.
-        self.events.detach(entry)
+        if entry.attached is not None:
+            self.events.detach(entry)
         try:
             self.close(entry.obj)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - reported, then handled by the caller
@@ -222,17 +240,17 @@ class Registry(abc.ABC, Generic[_T]):
         Does nothing when the scope holds no object. The object is discarded
         even if closing it fails; the failure is logged and then raised.
         """
-        if getattr(self._cleanup, "active", False):
+        if self._cleaning and threading.get_ident() in self._cleaning:
             msg = (
                 "remove() was called while the registry was closing a session "
                 "whose scope ended (from that session's close()); a scope that "
                 "ended has nothing left to remove"
             )
             raise RuntimeError(msg)
-        obj = self.peek()
-        if isinstance(obj, _Missing):
+        current = self._current()
+        if current is None:
             return
-        entry = self._current_entry()
+        obj, entry = current
         failure: BaseException | None = None
         try:
             if entry is not None:
@@ -251,15 +269,14 @@ class Registry(abc.ABC, Generic[_T]):
         Runs wherever the end was noticed (a dying thread, a task's done
         callback, a weak reference callback), so it never raises.
         """
-        if os.getpid() != self._pid or not self._untrack(entry):
+        if os.getpid() != self._pid or not self._untrack(entry, "cleaned_up"):
             return
-        self._cleanup.active = True
+        ident = threading.get_ident()
+        self._cleaning.add(ident)
         try:
             self._close(entry, during="scope_end")
         finally:
-            self._cleanup.active = False
-        with self._entries_lock:
-            self._counts["cleaned_up"] += 1
+            self._cleaning.discard(ident)
         self.events.ended(logging.DEBUG, "session.scope_ended", entry, in_scope=True)
 
     # -- leaks ----------------------------------------------------------
@@ -408,7 +425,7 @@ class Registry(abc.ABC, Generic[_T]):
         with self._entries_lock:
             orphans = [entry.obj for entry in self._entries.values()]
             self._entries.clear()
-        self._entries_lock = threading.Lock()
+        self._entries_lock = threading.RLock()
         self._pid = os.getpid()
         self._drop_all()
         _fork_orphans.extend(orphans)

@@ -67,12 +67,20 @@ class ThreadLocalRegistry(Registry[_T]):
         self._store(obj)
 
     def clear(self) -> None:
-        storage = self._storage
-        watch: _ThreadEnd | None = getattr(storage, "watch", None)
-        storage.__dict__.pop("value", None)
-        storage.__dict__.pop("watch", None)
-        if watch is not None:
-            self._discarded(watch.detach())
+        slot = self._storage.__dict__
+        slot.pop("value", None)
+        watch: _ThreadEnd | None = slot.get("watch")
+        if watch is not None and watch.entry is not None:
+            # The watcher stays in the slot for the thread's next object.
+            entry, watch.entry = watch.entry, None
+            self._discarded(entry)
+
+    def _current(self) -> tuple[_T, Entry | None] | None:
+        slot = self._storage.__dict__
+        if "value" not in slot:
+            return None
+        watch: _ThreadEnd | None = slot.get("watch")
+        return slot["value"], None if watch is None else watch.entry
 
     def peek(self) -> _T | _Missing:
         return getattr(self._storage, "value", MISSING)
@@ -82,30 +90,36 @@ class ThreadLocalRegistry(Registry[_T]):
         return None if watch is None else watch.entry
 
     def _store(self, obj: _T) -> None:
-        entry = self._track(obj, threading.current_thread().name)
-        self._storage.value = obj
-        self._storage.watch = _ThreadEnd(self, entry)
+        # The scope is the creating thread, which the entry names already.
+        entry = self._track(obj, None)
+        slot = self._storage.__dict__
+        slot["value"] = obj
+        watch: _ThreadEnd | None = slot.get("watch")
+        if watch is None:
+            slot["watch"] = _ThreadEnd(self, entry)
+        else:
+            watch.entry = entry
 
     def _get_or_create(self, factory: Callable[[], _T] | None) -> _T:
         # Only the owning thread can see its slot, so no lock is needed.
-        storage = self._storage
-        if hasattr(storage, "value"):
+        slot = self._storage.__dict__
+        if "value" in slot:
             if factory is None:
-                return storage.value  # type: ignore[no-any-return]
+                return slot["value"]  # type: ignore[no-any-return]
             raise AlreadyPresentError("the current thread already holds an object")
         # A factory that reaches back into the registry would otherwise
         # recurse until RecursionError hides the actual mistake.
-        if getattr(storage, "creating", False):
+        if "creating" in slot:
             msg = (
                 "the factory re-entered the registry for the current thread "
                 "while creating that thread's object"
             )
             raise RuntimeError(msg)
-        storage.creating = True
+        slot["creating"] = True
         try:
             obj = (factory or self.createfunc)()
         finally:
-            storage.creating = False
+            del slot["creating"]
         self._store(obj)
         return obj
 
@@ -124,7 +138,10 @@ class ThreadLocalRegistry(Registry[_T]):
         slot = self._storage.__dict__
         if "value" not in slot:
             return None
-        return (slot.pop("value"), slot.pop("watch", None))
+        watch: _ThreadEnd | None = slot.pop("watch", None)
+        # The set-aside object keeps its own watcher, so the thread's end
+        # still closes it if the block never returns it.
+        return (slot.pop("value"), watch)
 
     def _put(self, saved: Any) -> None:
         if saved is not None:
