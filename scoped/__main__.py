@@ -19,9 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="run a multi-threaded workload and print a summary"
     )
-    report = commands.add_parser(
-        "report", help="summarise a JSON-lines lifecycle log"
-    )
+    report = commands.add_parser("report", help="summarise a JSON-lines lifecycle log")
     # Each subcommand declares its own options; importing lazily keeps
     # `python -m scoped report` free of the demo's SQLAlchemy import.
     from scoped import demo as demo_module

@@ -105,6 +105,7 @@ class Entry:
         "scope",
         "slot",
         "warned",
+        "watcher",
     )
 
     def __init__(self, obj: object, scope: object) -> None:
@@ -121,6 +122,8 @@ class Entry:
         self.slot: Any = None
         #: Whether a leak warning was already emitted for this session.
         self.warned = False
+        #: Whatever notices the end of the scope, kept alive with the entry.
+        self.watcher: object = None
 
     @property
     def session_id(self) -> str:

@@ -26,16 +26,19 @@ import threading
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, Final
 
+from scoped.errors import require_callable
 from scoped.lifecycle import bounded_repr
 
 __all__ = [
     "ContextScope",
     "GreenletScope",
+    "ObjectScope",
     "Scope",
     "TaskScope",
     "ThreadScope",
     "context",
     "greenlet",
+    "objects",
     "task",
     "thread",
 ]
@@ -54,6 +57,10 @@ class Scope:
     kind: ClassVar[str] = "custom"
     #: True when :meth:`watch` reliably reports every scope's end.
     strong_keys: ClassVar[bool] = False
+    #: True when keys are objects compared by identity that can be weakly
+    #: referenced: they are stored by ``id()`` and their session is closed
+    #: when they are collected.
+    identity_keys: ClassVar[bool] = False
 
     def fast(self) -> Callable[[], Hashable]:
         """A cheaper equivalent of the scope for the proxies' hot path.
@@ -133,6 +140,7 @@ class GreenletScope(Scope):
     """The current greenlet; its end is noticed when it is collected."""
 
     kind: ClassVar[str] = "greenlet"
+    identity_keys: ClassVar[bool] = True
 
     def fast(self) -> Callable[[], Hashable]:
         try:
@@ -166,6 +174,7 @@ class ContextScope(Scope):
     """
 
     kind: ClassVar[str] = "context"
+    identity_keys: ClassVar[bool] = True
 
     def fast(self) -> Callable[[], Hashable]:
         return _context_token.get
@@ -183,6 +192,36 @@ class ContextScope(Scope):
 
     def close(self, opened: Any) -> None:
         _context_token.reset(opened)
+
+
+class ObjectScope(Scope):
+    """A custom scope function whose keys are objects compared by identity.
+
+    Wrap a function returning the current request, app context or job object
+    in it (``scopefunc=scopes.objects(get_request)``): lookups become as cheap
+    as for plain keys, and a session is closed when its object is collected.
+    """
+
+    kind: ClassVar[str] = "custom"
+    identity_keys: ClassVar[bool] = True
+
+    def __init__(self, func: Callable[[], Any]) -> None:
+        require_callable(func, "func")
+        self._func = func
+
+    def fast(self) -> Callable[[], Hashable]:
+        return self._func
+
+    def __call__(self) -> Hashable:
+        return self._func()  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"scoped.scopes.objects({self._func!r})"
+
+
+def objects(func: Callable[[], Any]) -> ObjectScope:
+    """Scope by the objects *func* returns; see :class:`ObjectScope`."""
+    return ObjectScope(func)
 
 
 thread: Final = ThreadScope()

@@ -145,9 +145,7 @@ def render_call(params: Iterable[inspect.Parameter]) -> str:
         elif param.kind is _P.KEYWORD_ONLY:
             out.append(f"{param.name}={param.name}")
         elif (
-            param.kind is _P.POSITIONAL_ONLY
-            or param.default is _P.empty
-            or has_varargs
+            param.kind is _P.POSITIONAL_ONLY or param.default is _P.empty or has_varargs
         ):
             out.append(param.name)
         else:
@@ -169,9 +167,11 @@ class _Writer:
         self.namespace[self.target_name] = plan.target
         for i, exc in enumerate(plan.lookup.misses):
             self.namespace[f"_scoped_miss_{i}"] = exc
-        self.misses = "(" + ", ".join(
-            f"_scoped_miss_{i}" for i in range(len(plan.lookup.misses))
-        ) + ",)"
+        self.misses = (
+            "("
+            + ", ".join(f"_scoped_miss_{i}" for i in range(len(plan.lookup.misses)))
+            + ",)"
+        )
 
     def default(self, value: object) -> str:
         key = id(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -72,9 +73,11 @@ def _identity_object(key: object) -> bool:
 
 
 def _describe(func: Callable[..., Any]) -> str:
-    name = getattr(func, "__qualname__", None) or repr(func)
-    module = getattr(func, "__module__", None)
-    return f"{module}.{name}" if module else name
+    """Name a scope function in an error message."""
+    if inspect.isroutine(func):
+        return f"{func.__module__}.{func.__qualname__}"
+    # A callable instance: its own repr says more than its class's name.
+    return repr(func)
 
 
 class ScopedRegistry(Registry[_T]):
@@ -131,8 +134,17 @@ class ScopedRegistry(Registry[_T]):
         #: hot path. ``_scopefunc`` is what proxies call on every access.
         self._checked_scopefunc = scopefunc
         self._scopefunc = scope.fast() if scope is not None else scopefunc
+        # Scopes whose keys are objects compared by identity are stored by
+        # id(): a C-level lookup that does not keep the object alive. Their
+        # end is noticed by a weak reference, which fires before the id can
+        # be reused.
+        self._identity = scope is not None and scope.identity_keys
+        if self._identity:
+            self.lookup = "{storage}[id({scopefunc}())]"  # type: ignore[misc]
         self._storage = {}
-        self._lock = threading.Lock()
+        # Reentrant for the same reason as the entries lock: _collected()
+        # runs wherever the garbage collector happens to run.
+        self._lock = threading.RLock()
         self._creating: dict[Hashable, _Creation] = {}
         self._key_entries: dict[Hashable, Entry] = {}
         self._frames: dict[Hashable, list[Any]] = {}
@@ -145,8 +157,25 @@ class ScopedRegistry(Registry[_T]):
         return self._checked_scopefunc
 
     def key(self) -> Hashable:
-        """Return the current scope key, checked for hashability."""
+        """Return the current scope's storage key, checked.
+
+        That is the scope function's value, or its ``id()`` for scopes keyed
+        by identity.
+        """
+        return self._keys()[0]
+
+    def _keys(self) -> tuple[Hashable, Any]:
+        """The current storage key and the scope function's own value."""
         key = self._checked_scopefunc()
+        if self._identity:
+            if not _identity_object(key):
+                msg = (
+                    f"{_describe(self._checked_scopefunc)} returned a "
+                    f"{type(key).__name__!r}, but its keys must be objects "
+                    "compared by identity that can be weakly referenced"
+                )
+                raise TypeError(msg)
+            return id(key), key
         try:
             hash(key)
         except TypeError:
@@ -157,9 +186,14 @@ class ScopedRegistry(Registry[_T]):
                 "hashable (return an id, a name or the scope object itself)"
             )
             raise TypeError(msg) from None
-        return key  # type: ignore[no-any-return]
+        return key, key
 
     def __call__(self) -> _T:
+        if self._identity:
+            try:
+                return self._storage[id(self._scopefunc())]
+            except (LookupError, TypeError):
+                return self._create_current()
         try:
             return self._storage[self._scopefunc()]
         except (LookupError, TypeError):
@@ -169,12 +203,12 @@ class ScopedRegistry(Registry[_T]):
         return self.key() in self._storage
 
     def set(self, obj: _T) -> None:
-        key = self.key()
+        key, raw = self._keys()
         with self._lock:
             old = self._key_entries.pop(key, None)
             self._storage.pop(key, None)
         self._discarded(old)
-        self._store(key, obj)
+        self._store(key, raw, obj)
 
     def clear(self) -> None:
         key = self.key()
@@ -191,17 +225,21 @@ class ScopedRegistry(Registry[_T]):
 
     def _drop_all(self) -> None:
         # Another thread may have held the lock at fork time: start afresh.
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._storage.clear()
         self._key_entries.clear()
         self._creating.clear()
         self._frames.clear()
 
-    def _store(self, key: Hashable, obj: _T) -> None:
+    def _store(self, key: Hashable, raw: Any, obj: _T) -> None:
         """Store a new object for *key* and arrange for the scope's end."""
         scope = self._scope
         stored: Hashable = key
-        if scope is not None and scope.strong_keys:
+        watcher: object = None
+        if scope is not None and self._identity:
+            watcher = weakref.ref(raw, functools.partial(self._collected_id, key))
+            label = scope.describe(raw)
+        elif scope is not None and scope.strong_keys:
             label = scope.describe(key)
         elif _identity_object(key):
             stored = _WeakKey(key, self._collected)
@@ -210,14 +248,20 @@ class ScopedRegistry(Registry[_T]):
             label = key  # type: ignore[assignment]
         entry = self._track(obj, label)
         entry.slot = stored
+        # The weak reference must live as long as the entry for its callback
+        # to fire.
+        entry.watcher = watcher
         with self._lock:
             self._storage[stored] = obj
             self._key_entries[stored] = entry
         if scope is not None:
-            scope.watch(key, functools.partial(self._ended, stored, entry))
+            scope.watch(raw, functools.partial(self._ended, stored, entry))
 
     def _collected(self, stored: Hashable) -> None:
         self._ended(stored, None)
+
+    def _collected_id(self, key: Hashable, _ref: object) -> None:
+        self._ended(key, None)
 
     def _ended(self, stored: Hashable, entry: Entry | None) -> None:
         """The scope of *stored* ended: clean up whatever it still holds."""
@@ -265,7 +309,7 @@ class ScopedRegistry(Registry[_T]):
             self._key_entries[stored] = entry
 
     def _get_or_create(self, factory: Callable[[], _T] | None) -> _T:
-        key = self.key()
+        key, raw = self._keys()
         while True:
             with self._lock:
                 try:
@@ -292,7 +336,7 @@ class ScopedRegistry(Registry[_T]):
             pending.done.wait()
         try:
             obj = (factory or self.createfunc)()
-            self._store(key, obj)
+            self._store(key, raw, obj)
             return obj
         finally:
             with self._lock:
