@@ -77,7 +77,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 rejects the "Z" suffix
 
     def _parse_timestamp(stamp: str) -> datetime:
-        if stamp.endswith(("Z", "z")):
+        # Non-strings reach fromisoformat, whose TypeError the caller expects.
+        if isinstance(stamp, str) and stamp.endswith(("Z", "z")):
             stamp = stamp[:-1] + "+00:00"
         return datetime.fromisoformat(stamp)
 
