@@ -14,13 +14,17 @@ from typing import Any
 from scoped.errors import AlreadyPresentError, ScopedWarning
 
 __all__ = [
+    "ASYNC_PROXY_REF",
     "EXCLUDED",
     "PROXY_REF",
     "already_present_error",
+    "async_proxy_options",
     "compat_bases",
     "configure_warning",
     "default_target",
+    "is_async_session_class",
     "is_session_class",
+    "proxy_options",
     "target_ref",
 ]
 
@@ -31,6 +35,8 @@ EXCLUDED = frozenset({"dispatch", "connection_callable"})
 
 #: How the docstring note names the proxy class, as SQLAlchemy's own does.
 PROXY_REF = "_orm.scoping.scoped_session"
+#: The same for :class:`scoped.asyncio.async_scoped_session`.
+ASYNC_PROXY_REF = "_asyncio.scoping.async_scoped_session"
 
 
 def is_session_class(target: type) -> bool:
@@ -39,13 +45,52 @@ def is_session_class(target: type) -> bool:
     return module is not None and issubclass(target, module.Session)
 
 
+def is_async_session_class(target: type) -> bool:
+    """Tell whether *target* is SQLAlchemy's ``AsyncSession`` or a subclass."""
+    module = sys.modules.get("sqlalchemy.ext.asyncio.session")
+    return module is not None and issubclass(target, module.AsyncSession)
+
+
 def target_ref(target: type) -> str:
     """The cross-reference SQLAlchemy's docs use for *target*."""
     from sqlalchemy.orm import Session
 
     if target is Session:
         return "_orm.Session"
+    asyncio_session = sys.modules.get("sqlalchemy.ext.asyncio.session")
+    if asyncio_session is not None and target is asyncio_session.AsyncSession:
+        return "_asyncio.AsyncSession"
     return f"{target.__module__}.{target.__qualname__}"
+
+
+def proxy_options(target: type) -> dict[str, Any] | None:
+    """How proxies of a ``Session`` class match SQLAlchemy's ``scoped_session``.
+
+    Keyword arguments for :func:`scoped.proxies.proxy_class`, or ``None``
+    when *target* is not a ``Session`` class.
+    """
+    if not is_session_class(target):
+        return None
+    return {
+        "extra_bases": compat_bases(),
+        "exclude": EXCLUDED,
+        "target_ref": target_ref(target),
+        "proxy_ref": PROXY_REF,
+    }
+
+
+def async_proxy_options(target: type) -> dict[str, Any] | None:
+    """:func:`proxy_options` for ``AsyncSession`` and ``async_scoped_session``."""
+    if not is_async_session_class(target):
+        return None
+    from sqlalchemy.ext.asyncio import async_scoped_session
+
+    return {
+        "extra_bases": (async_scoped_session,),
+        "exclude": EXCLUDED,
+        "target_ref": target_ref(target),
+        "proxy_ref": ASYNC_PROXY_REF,
+    }
 
 
 def default_target() -> type | None:

@@ -194,6 +194,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
     _scoped_registry: Registry[_S]
     _scoped_storage: Any
     _scoped_scopefunc: Callable[[], Any] | None
+    _scoped_handles: tuple[Any, Callable[[], Any] | None]
     _scoped_sqlalchemy: bool
     session_factory: Callable[..., _S]
 
@@ -234,10 +235,11 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         )
         events.scope_kind = registry.scope_kind
         base = cls.__dict__.get("_scoped_base", cls)
-        proxy = cls._proxy_class(base, target, registry)
+        options = cls._sqlalchemy_options(target)
+        proxy = cls._proxy_class(base, target, registry, options)
         self: scoped_session[_S] = object.__new__(proxy)
         self.session_factory = session_factory
-        self._scoped_sqlalchemy = _sqlalchemy.is_session_class(target)
+        self._scoped_sqlalchemy = options is not None
         self._scoped_attach(registry)
         return self
 
@@ -258,24 +260,26 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         # before the instance exists.
         pass
 
+    @classmethod
+    def _sqlalchemy_options(cls, target: type) -> dict[str, Any] | None:
+        """How the proxies of a SQLAlchemy session class match SQLAlchemy's
+        own scoped session (bases, exclusions, docstring references), or
+        ``None`` for other classes."""
+        return _sqlalchemy.proxy_options(target)
+
     @staticmethod
-    def _proxy_class(base: type, target: type, registry: Registry[Any]) -> type:
+    def _proxy_class(
+        base: type,
+        target: type,
+        registry: Registry[Any],
+        options: dict[str, Any] | None = None,
+    ) -> type:
         lookup = Lookup(
             registry.lookup,
             registry.lookup_misses,
             miss_test=registry.lookup_miss_test,
         )
-        if _sqlalchemy.is_session_class(target):
-            return proxy_class(
-                base,
-                target,
-                lookup,
-                extra_bases=_sqlalchemy.compat_bases(),
-                exclude=_sqlalchemy.EXCLUDED,
-                target_ref=_sqlalchemy.target_ref(target),
-                proxy_ref=_sqlalchemy.PROXY_REF,
-            )
-        return proxy_class(base, target, lookup)
+        return proxy_class(base, target, lookup, **(options or {}))
 
     def _scoped_attach(self, registry: Registry[_S]) -> None:
         # Generated proxies read these two handles directly: one attribute
@@ -283,6 +287,8 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         self._scoped_registry = registry
         self._scoped_storage = registry._storage
         self._scoped_scopefunc = registry._scopefunc
+        # Both at once, for the compiled attributes of scoped._speedups.
+        self._scoped_handles = (registry._storage, registry._scopefunc)
 
     @property
     def registry(self) -> Registry[_S]:
@@ -397,7 +403,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         return QueryProperty(self, query_cls)
 
     def __repr__(self) -> str:
-        scope = "thread" if self._scoped_scopefunc is None else "custom"
+        scope = self._scoped_registry.scope_kind
         return (
             f"<{type(self).__qualname__} scope={scope} "
             f"factory={self.session_factory!r}>"

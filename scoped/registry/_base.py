@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from scoped.errors import require_callable
@@ -98,6 +99,7 @@ class Registry(abc.ABC, Generic[_T]):
         #: Warn when more scopes than this hold a session (``None``: never).
         self.max_scopes = max_scopes
         self._over_limit = False
+        self._next_age_scan = 0.0
         # Threads currently closing a session whose scope ended; almost
         # always empty, so remove() checks it with one truth test.
         self._cleaning: set[int] = set()
@@ -191,7 +193,7 @@ class Registry(abc.ABC, Generic[_T]):
             )
             events.attach(entry)
         if self.leak_after is not None or self.max_scopes is not None:
-            self.check_leaks()
+            self._check_created(entry)
         return entry
 
     def _untrack(self, entry: Entry | None, counter: str | None = None) -> bool:
@@ -213,7 +215,28 @@ class Registry(abc.ABC, Generic[_T]):
             self.events.ended(logging.DEBUG, "session.removed", entry)
 
     def _close(self, entry: Entry, *, during: str) -> BaseException | None:
-        """Close *entry*'s object; log and return a failure instead of raising."""
+        """Close *entry*'s object; log and return a failure instead of raising.
+
+        A close method that returns an awaitable (a coroutine method, called
+        where nothing can await it: a scope's end, a plain ``remove()``) is
+        finished on the event loop by :mod:`scoped.asyncio`.
+        """
+        result = self._start_close(entry, during=during)
+        if result is None or isinstance(result, BaseException):
+            return result
+        from scoped.asyncio import close_soon
+
+        close_soon(self, entry, result, during=during)
+        return None
+
+    def _start_close(
+        self, entry: Entry, *, during: str
+    ) -> BaseException | Awaitable[object] | None:
+        """Call the close method on *entry*'s object.
+
+        Returns the failure (already logged), the awaitable that an async
+        close method returned, or ``None``.
+        """
         if self.close is None:
             return None
         # Closing as part of removal is reported as the removal itself, not
@@ -221,17 +244,36 @@ class Registry(abc.ABC, Generic[_T]):
         if entry.attached is not None:
             self.events.detach(entry)
         try:
-            self.close(entry.obj)  # type: ignore[arg-type]
+            result = self.close(entry.obj)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - reported, then handled by the caller
-            self.events.ended(
-                logging.ERROR,
-                "session.close_failed",
-                entry,
-                in_scope=during == "scope_end",
-                during=during,
-                exception=f"{type(exc).__name__}: {exc}",
-            )
-            return exc
+            return self._close_failed(entry, exc, during=during)
+        if result is not None and inspect.isawaitable(result):
+            return result
+        return None
+
+    def _close_failed(
+        self, entry: Entry, exc: BaseException, *, during: str
+    ) -> BaseException:
+        """Report that closing *entry*'s object failed; return the failure."""
+        self.events.ended(
+            logging.ERROR,
+            "session.close_failed",
+            entry,
+            in_scope=during == "scope_end",
+            during=during,
+            exception=f"{type(exc).__name__}: {exc}",
+        )
+        return exc
+
+    async def _aclose(self, entry: Entry, *, during: str) -> BaseException | None:
+        """:meth:`_close` that awaits an async close method here."""
+        result = self._start_close(entry, during=during)
+        if result is None or isinstance(result, BaseException):
+            return result
+        try:
+            await result
+        except Exception as exc:  # noqa: BLE001 - reported, then handled by the caller
+            return self._close_failed(entry, exc, during=during)
         return None
 
     def remove(self) -> None:
@@ -240,14 +282,7 @@ class Registry(abc.ABC, Generic[_T]):
         Does nothing when the scope holds no object. The object is discarded
         even if closing it fails; the failure is logged and then raised.
         """
-        if self._cleaning and threading.get_ident() in self._cleaning:
-            msg = (
-                "remove() was called while the registry was closing a session "
-                "whose scope ended (from that session's close()); a scope that "
-                "ended has nothing left to remove"
-            )
-            raise RuntimeError(msg)
-        current = self._current()
+        current = self._removable()
         if current is None:
             return
         obj, entry = current
@@ -262,6 +297,36 @@ class Registry(abc.ABC, Generic[_T]):
             self.clear()
         if failure is not None:
             raise failure
+
+    async def aremove(self) -> None:
+        """:meth:`remove` for async close methods: the close is awaited here."""
+        current = self._removable()
+        if current is None:
+            return
+        obj, entry = current
+        failure: BaseException | None = None
+        try:
+            if entry is not None:
+                failure = await self._aclose(entry, during="remove")
+            elif self.close is not None:
+                result = self.close(obj)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+        finally:
+            self.clear()
+        if failure is not None:
+            raise failure
+
+    def _removable(self) -> tuple[_T, Entry | None] | None:
+        """What ``remove()`` acts on: the current object and its entry."""
+        if self._cleaning and threading.get_ident() in self._cleaning:
+            msg = (
+                "remove() was called while the registry was closing a session "
+                "whose scope ended (from that session's close()); a scope that "
+                "ended has nothing left to remove"
+            )
+            raise RuntimeError(msg)
+        return self._current()
 
     def _scope_ended(self, entry: Entry) -> None:
         """A scope ended without ``remove()``: close its object and forget it.
@@ -290,40 +355,67 @@ class Registry(abc.ABC, Generic[_T]):
         check to notice sessions that stopped being created.
         """
         warned = 0
+        if self.leak_after is not None:
+            warned += self._warn_old(self.leak_after)
+        if self.max_scopes is not None:
+            with self._entries_lock:
+                newest = next(reversed(self._entries.values()), None)
+            if newest is not None:
+                warned += self._warn_crowded(self.max_scopes, newest)
+        return warned
+
+    def _check_created(self, entry: Entry) -> None:
+        """:meth:`check_leaks` on creation, in constant time but for an age scan.
+
+        The scan copies the table of live sessions, so it runs at most ten
+        times per ``leak_after``: creation stays independent of how many
+        scopes are live, and a warning comes at most 10% late.
+        """
+        if self.max_scopes is not None:
+            self._warn_crowded(self.max_scopes, entry)
+        limit = self.leak_after
+        if limit is not None and entry.created >= self._next_age_scan:
+            self._next_age_scan = entry.created + limit / 10
+            self._warn_old(limit)
+
+    def _warn_old(self, limit: float) -> int:
+        """Warn once about each session older than *limit* seconds."""
         with self._entries_lock:
             live = list(self._entries.values())
-        limit = self.leak_after
-        if limit is not None:
-            # Entries are in creation order, so the first young one ends it.
-            for entry in live:
-                if entry.age < limit:
-                    break
-                if not entry.warned:
-                    entry.warned = True
-                    warned += 1
-                    self.events.ended(
-                        logging.WARNING,
-                        "session.leak_suspected",
-                        entry,
-                        in_scope=True,
-                        reason="age",
-                        leak_after=limit,
-                    )
-        bound = self.max_scopes
-        if bound is not None:
-            over = len(live) > bound
-            if over and not self._over_limit:
+        warned = 0
+        # Entries are in creation order, so the first young one ends it.
+        for entry in live:
+            if entry.age < limit:
+                break
+            if not entry.warned:
+                entry.warned = True
                 warned += 1
-                self.events.emit(
+                self.events.ended(
                     logging.WARNING,
                     "session.leak_suspected",
-                    live[-1],
-                    reason="max_scopes",
-                    live=len(live),
-                    max_scopes=bound,
+                    entry,
+                    in_scope=True,
+                    reason="age",
+                    leak_after=limit,
                 )
-            self._over_limit = over
         return warned
+
+    def _warn_crowded(self, bound: int, newest: Entry) -> int:
+        """Warn when the live sessions first exceed *bound*, naming *newest*."""
+        live = len(self._entries)
+        over = live > bound
+        warn = over and not self._over_limit
+        self._over_limit = over
+        if warn:
+            self.events.emit(
+                logging.WARNING,
+                "session.leak_suspected",
+                newest,
+                reason="max_scopes",
+                live=live,
+                max_scopes=bound,
+            )
+        return int(warn)
 
     # -- explicit scopes ------------------------------------------------
 
