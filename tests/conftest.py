@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -10,9 +11,11 @@ from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
+import structlog
 from models import Base
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
+from structlog.testing import capture_logs
 
 from scoped import scoped_session
 
@@ -65,6 +68,58 @@ def run_in_threads(
 def in_threads() -> Callable[..., list[Any]]:
     """``in_threads(count, target)`` runs *target* in fresh threads."""
     return run_in_threads
+
+
+def run_in_fork(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run *work* in a forked child; return the JSON-able dict it returned.
+
+    An exception in the child comes back as ``{"error": repr(exc)}``. The
+    child leaves with ``os._exit``, so nothing of the parent's is finalised.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            status = work()
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            status = {"error": repr(exc)}
+        os.write(write, json.dumps(status).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        return json.loads(pipe.read())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def in_fork() -> Callable[[Callable[[], dict[str, Any]]], dict[str, Any]]:
+    """``in_fork(work)`` runs *work* in a forked child and returns its report."""
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork()")
+    return run_in_fork
+
+
+def _held(db: scoped_session[Any], engine: sa.Engine) -> tuple[int, int]:
+    return engine.pool.checkedout(), db.registry.stats()["live"]  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def held() -> Callable[[scoped_session[Any], sa.Engine], tuple[int, int]]:
+    """``held(db, engine)``: the (checked-out connections, live sessions) left."""
+    return _held
+
+
+@pytest.fixture
+def logs() -> Iterator[list[dict[str, Any]]]:
+    """Lifecycle events captured with structlog's ``capture_logs``.
+
+    Registries must be created inside the test for their events to arrive
+    here. Leaving ``capture_logs`` marks structlog as configured, which would
+    make later registries print; the defaults are restored afterwards.
+    """
+    with capture_logs() as captured:
+        yield captured
+    structlog.reset_defaults()
 
 
 @pytest.fixture

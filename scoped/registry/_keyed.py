@@ -20,13 +20,24 @@ _T = TypeVar("_T")
 
 
 class _Creation:
-    """One in-flight creation for one scope key; other threads wait on it."""
+    """One in-flight creation for one scope key; other threads wait on it.
 
-    __slots__ = ("done", "owner")
+    ``busy`` is held by the creating thread until the creation ended: a bare
+    lock, since a :class:`threading.Event` would cost microseconds on every
+    creation for the rare case that another thread waits.
+    """
+
+    __slots__ = ("busy", "owner")
 
     def __init__(self) -> None:
         self.owner = threading.get_ident()
-        self.done = threading.Event()
+        self.busy = threading.Lock()
+        self.busy.acquire()
+
+    def wait(self) -> None:
+        """Block until the creation ended."""
+        with self.busy:
+            pass
 
 
 class _WeakKey(weakref.ref):  # type: ignore[type-arg]
@@ -141,6 +152,9 @@ class ScopedRegistry(Registry[_T]):
         self._identity = scope is not None and scope.identity_keys
         if self._identity:
             self.lookup = "{storage}[id({scopefunc}())]"  # type: ignore[misc]
+        if scope is not None and scope.fast_misses:
+            # The proxies then ask the scope itself, which explains.
+            self.lookup_misses = (*self.lookup_misses, *scope.fast_misses)  # type: ignore[misc]
         self._storage = {}
         # Reentrant for the same reason as the entries lock: _collected()
         # runs wherever the garbage collector happens to run.
@@ -148,6 +162,11 @@ class ScopedRegistry(Registry[_T]):
         self._creating: dict[Hashable, _Creation] = {}
         self._key_entries: dict[Hashable, Entry] = {}
         self._frames: dict[Hashable, list[Any]] = {}
+        # How to cancel the scope's watch of each live entry (by id()), for
+        # scopes that watch with callbacks: a long-lived task that creates
+        # and removes many sessions must not pile up done callbacks that
+        # keep every one of them alive until the task ends.
+        self._unwatch: dict[int, Callable[[], None]] = {}
         if scope is not None:
             self.scope_kind = scope.kind  # type: ignore[misc]
 
@@ -192,11 +211,11 @@ class ScopedRegistry(Registry[_T]):
         if self._identity:
             try:
                 return self._storage[id(self._scopefunc())]
-            except (LookupError, TypeError):
+            except self.lookup_misses:
                 return self._create_current()
         try:
             return self._storage[self._scopefunc()]
-        except (LookupError, TypeError):
+        except self.lookup_misses:
             return self._create_current()
 
     def has(self) -> bool:
@@ -207,6 +226,7 @@ class ScopedRegistry(Registry[_T]):
         with self._lock:
             old = self._key_entries.pop(key, None)
             self._storage.pop(key, None)
+        self._unwatched(old)
         self._discarded(old)
         self._store(key, raw, obj)
 
@@ -215,7 +235,15 @@ class ScopedRegistry(Registry[_T]):
         with self._lock:
             self._storage.pop(key, None)
             entry = self._key_entries.pop(key, None)
+        self._unwatched(entry)
         self._discarded(entry)
+
+    def _unwatched(self, entry: Entry | None) -> None:
+        """Cancel the scope's watch of *entry*, which left its scope early."""
+        if self._unwatch and entry is not None:
+            cancel = self._unwatch.pop(id(entry), None)
+            if cancel is not None:
+                cancel()
 
     def peek(self) -> _T | _Missing:
         return self._storage.get(self.key(), MISSING)
@@ -230,6 +258,7 @@ class ScopedRegistry(Registry[_T]):
         self._key_entries.clear()
         self._creating.clear()
         self._frames.clear()
+        self._unwatch.clear()
 
     def _store(self, key: Hashable, raw: Any, obj: _T) -> None:
         """Store a new object for *key* and arrange for the scope's end."""
@@ -255,7 +284,11 @@ class ScopedRegistry(Registry[_T]):
             self._storage[stored] = obj
             self._key_entries[stored] = entry
         if scope is not None:
-            scope.watch(raw, functools.partial(self._ended, stored, entry))
+            handle = scope.watch(raw, functools.partial(self._ended, stored, entry))
+            if handle is not None:
+                self._unwatch[id(entry)] = functools.partial(
+                    scope.unwatch, raw, handle
+                )
 
     def _collected(self, stored: Hashable) -> None:
         self._ended(stored, None)
@@ -271,6 +304,7 @@ class ScopedRegistry(Registry[_T]):
                 return
             del self._key_entries[stored]
             self._storage.pop(stored, None)
+            self._unwatch.pop(id(current), None)
         self._scope_ended(current)
 
     def _slot(self) -> Hashable:
@@ -333,7 +367,7 @@ class ScopedRegistry(Registry[_T]):
                 raise RuntimeError(msg)
             # Another thread is creating this scope's object: wait, then look
             # again (it may have failed, in which case we try ourselves).
-            pending.done.wait()
+            pending.wait()
         try:
             obj = (factory or self.createfunc)()
             self._store(key, raw, obj)
@@ -341,4 +375,4 @@ class ScopedRegistry(Registry[_T]):
         finally:
             with self._lock:
                 del self._creating[key]
-            pending.done.set()
+            pending.busy.release()
