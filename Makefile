@@ -8,18 +8,20 @@ BIN := $(VENV)/bin
 VENV20 ?= .venv-sa20
 SA20 ?= sqlalchemy>=2.0.35,<2.1
 
-.PHONY: help install demo test test-sa21 test-sa20 lint typecheck proxies \
-        check-proxies bench docs clean
+.PHONY: help install demo test test-sa21 test-sa20 test-pure lint typecheck \
+        proxies check-proxies bench docs clean
 
 help:
 	@echo "make demo      run the demo workload on an embedded SQLite file"
 	@echo "make test      install everything and run the test suite (SQLAlchemy 2.1 and 2.0)"
+	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
 	@echo "make lint      ruff + mypy --strict"
 	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
 	@echo "make bench     run the benchmarks in bench/"
 	@echo "make docs      build the Sphinx documentation"
 
-$(BIN)/.installed: pyproject.toml
+# Installing also compiles the optional C extension in place, hence its source.
+$(BIN)/.installed: pyproject.toml scoped/_speedups.c
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 	  { echo "scoped needs Python >= 3.10 (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +29,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-$(VENV20)/bin/.installed: pyproject.toml
+$(VENV20)/bin/.installed: pyproject.toml scoped/_speedups.c
 	$(PYTHON) -m venv $(VENV20)
 	$(VENV20)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV20)/bin/python -m pip install --quiet -e '.[dev]' '$(SA20)'
@@ -46,6 +48,9 @@ test-sa21: $(BIN)/.installed
 test-sa20: $(VENV20)/bin/.installed
 	$(VENV20)/bin/python -m pytest
 
+test-pure: $(BIN)/.installed
+	SCOPED_NO_EXTENSIONS=1 $(BIN)/python -m pytest
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict scoped
@@ -63,4 +68,5 @@ docs: $(BIN)/.installed
 	$(BIN)/sphinx-build -n -W -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) $(VENV20) docs/_build .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(VENV20) docs/_build .mypy_cache .ruff_cache .pytest_cache \
+	  build *.egg-info scoped/*.so

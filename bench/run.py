@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm import scoped_session as sa_scoped_session
 
 import scoped
+import scoped.proxies
 from scoped import scoped_session
 
 #: Our overhead may be at most this fraction of SQLAlchemy's.
@@ -332,6 +333,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "on the same Session"
     )
     print(f"scoped's registries: {run.registries}")
+    attributes = (
+        "compiled (scoped._speedups)"
+        if scoped.proxies.SPEEDUPS
+        else "Python properties"
+    )
+    print(f"scoped's attribute proxies: {attributes}")
     print()
     print(render_markdown(run.results) if args.markdown else render_text(run.results))
     failed = [" ".join(r.row.label.split()) for r in run.results if r.verdict == "FAIL"]

@@ -5,6 +5,14 @@ the hot path), passes required arguments positionally and every defaulted
 argument explicitly by keyword, and carries the target's signature and
 docstring. Generated source is registered with :mod:`linecache` so that
 tracebacks, ``pdb`` and ``inspect.getsource`` can show it.
+
+Attributes are properties over generated getters and setters. Where the
+optional C extension :mod:`scoped._speedups` is built and helps (CPython
+before 3.12, which cannot specialise property reads), they are compiled
+descriptors instead, holding the generated accessors for the cases the C
+code leaves to them; :data:`SPEEDUPS` says which, and the environment
+variable ``SCOPED_NO_EXTENSIONS`` (any non-empty value) turns the extension
+off.
 """
 
 from __future__ import annotations
@@ -12,17 +20,58 @@ from __future__ import annotations
 import inspect
 import itertools
 import linecache
+import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scoped.proxies._docs import member_doc
 from scoped.proxies._members import Kind, Member
 
-__all__ = ["Lookup", "Plan", "compile_members", "render_call", "render_params"]
+if TYPE_CHECKING:
+    from scoped._speedups import ScopedAttribute
+
+__all__ = [
+    "SPEEDUPS",
+    "Lookup",
+    "Plan",
+    "compile_members",
+    "render_call",
+    "render_params",
+]
 
 _P = inspect.Parameter
 _counter = itertools.count()
+
+
+def _load_speedups() -> type[ScopedAttribute] | None:
+    """The compiled attribute descriptor, unless absent or switched off."""
+    if os.environ.get("SCOPED_NO_EXTENSIONS"):
+        return None
+    try:
+        from scoped._speedups import ScopedAttribute
+    except ImportError:  # not built: the pure-Python accessors serve
+        return None
+    return ScopedAttribute
+
+
+_compiled_attribute = _load_speedups()
+
+#: True when attribute proxies are compiled descriptors from
+#: :mod:`scoped._speedups`. From CPython 3.12 on, the interpreter specialises
+#: property reads with a Python getter, which then beat any C descriptor, so
+#: the extension is used on 3.10 and 3.11 only. Decided at import; classes
+#: generated later follow a changed value (it is part of their cache key).
+SPEEDUPS: bool = _compiled_attribute is not None and sys.version_info < (3, 12)
+
+#: The lookups :class:`~scoped._speedups.ScopedAttribute` performs itself, by
+#: the registries' source for them; any other lookup gets Python properties.
+_COMPILED_LOOKUPS = {
+    "{storage}.value": "local",
+    "{storage}[{scopefunc}()]": "keyed",
+    "{storage}[id({scopefunc}())]": "identity",
+}
 
 
 @dataclass(frozen=True)
@@ -60,6 +109,21 @@ class Plan:
     target_ref: str
     proxy_ref: str
     namespace: dict[str, Any] = field(default_factory=dict)
+    #: Compile attributes into C descriptors where the lookup allows it.
+    speedups: bool = False
+
+    def compiled_kind(self) -> str | None:
+        """The C descriptor's name for this plan's lookup, or ``None``."""
+        lookup = self.lookup
+        if not self.speedups or _compiled_attribute is None:
+            return None
+        if (lookup.storage, lookup.scopefunc, lookup.fallback) != (
+            "_scoped_storage",
+            "_scoped_scopefunc",
+            Lookup.fallback,
+        ):
+            return None  # the C code reads the standard handles only
+        return _COMPILED_LOOKUPS.get(lookup.expression)
 
 
 def _unique(base: str, taken: set[str]) -> str:
@@ -236,11 +300,26 @@ class _Writer:
         self.lines += body(session)
 
     def store(self, first: str, name: str, value: str) -> None:
-        """Append a setter body: setting is rare, so the plain layout."""
+        """Append a setter body: setting is rare, so the plain layout.
+
+        The miss test, when there is one, lets an error that the scope
+        function raises propagate as it does from the getter.
+        """
+        lookup = self.plan.lookup
+        self.lines.append(f"    try: session = {self.current(first)}")
+        if lookup.miss_test is None:
+            self.lines.append(f"    except {self.misses}:")
+        else:
+            test = lookup.miss_test.format(
+                error="error", storage=f"{first}.{lookup.storage}", self=first
+            )
+            self.lines += [
+                f"    except {self.misses} as error:",
+                f"        if not ({test}):",
+                "            raise",
+            ]
         self.lines += [
-            f"    try: session = {self.current(first)}",
-            f"    except {self.misses}:",
-            f"        session = {self.plan.lookup.fallback.format(self=first)}",
+            f"        session = {lookup.fallback.format(self=first)}",
             f"    session.{name} = {value}",
         ]
 
@@ -327,6 +406,7 @@ def compile_members(plan: Plan) -> dict[str, Any]:
     or properties, ready to become the namespace of a proxy class.
     """
     writer = _Writer(plan)
+    compiled = plan.compiled_kind()
     for member in plan.members:
         if member.kind is Kind.ATTRIBUTE:
             writer.attribute(member)
@@ -352,7 +432,7 @@ def compile_members(plan: Plan) -> dict[str, Any]:
             for accessor in (obj.fget, obj.fset):
                 if accessor is not None:
                     _finish(accessor, plan, member.name, None)
-            result[member.name] = property(obj.fget, obj.fset, None, doc)
+            result[member.name] = _attribute(plan, member, obj, doc, compiled)
             continue
         func: Any = (
             obj.__func__ if isinstance(obj, (classmethod, staticmethod)) else obj
@@ -362,6 +442,28 @@ def compile_members(plan: Plan) -> dict[str, Any]:
         if member.function is not None:
             func.__annotations__ = dict(getattr(member.function, "__annotations__", {}))
     return result
+
+
+def _attribute(
+    plan: Plan, member: Member, accessors: property, doc: str, compiled: str | None
+) -> Any:
+    """The proxy's attribute: a C descriptor if *compiled*, else a property.
+
+    The C descriptor finds the current object itself and leaves a missing
+    one to the generated getter and setter, so creating it (locks, events,
+    errors) happens in one place either way.
+    """
+    if compiled is None or _compiled_attribute is None:
+        return property(accessors.fget, accessors.fset, None, doc)
+    assert accessors.fget is not None  # the writer always generates a getter
+    return _compiled_attribute(
+        member.name,
+        compiled,
+        plan.lookup.misses,
+        accessors.fget,
+        accessors.fset,
+        doc,
+    )
 
 
 def _finish(func: Any, plan: Plan, name: str, doc: str | None) -> None:

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
+from scoped.proxies import _codegen
 from scoped.proxies._codegen import Lookup, Plan, compile_members
 from scoped.proxies._members import discover
 
@@ -51,7 +52,9 @@ def proxy_class(
     the Sphinx cross-reference targets used in the "Proxied for" note.
     """
     excluded = frozenset(exclude)
-    key = (base, target, lookup, extra_bases, excluded, target_ref, proxy_ref)
+    # Read per call, so that classes generated after a change follow it.
+    speedups = _codegen.SPEEDUPS
+    key = (base, target, lookup, extra_bases, excluded, target_ref, proxy_ref, speedups)
     try:
         return _cache[key]  # type: ignore[return-value]
     except KeyError:
@@ -70,6 +73,7 @@ def proxy_class(
             members=members,
             target_ref=target_ref or f"{target.__module__}.{target.__qualname__}",
             proxy_ref=proxy_ref or f"{base.__module__}.{base.__qualname__}",
+            speedups=speedups,
         )
         namespace = compile_members(plan)
         namespace.update(

@@ -1,0 +1,581 @@
+/*
+ * scoped._speedups: attribute proxies as a C descriptor.
+ *
+ * A proxied attribute must be a descriptor on the proxy class. On CPython
+ * 3.10 and 3.11 a Python-level property costs more than everything else an
+ * attribute read through the proxy does, because the interpreter cannot
+ * specialise it. ScopedAttribute does the common case in C: find the current
+ * scope's object through the handles scoped_session._scoped_attach() put on
+ * the proxy instance, then read or write the attribute on it.
+ *
+ * Everything else is left to the generated pure-Python accessors (fget and
+ * fset), which the descriptor holds: when the scope has no object yet, the
+ * descriptor calls them and they create it exactly as they do without this
+ * module (same locks, events and error messages, one place). An error that
+ * the scope function or the current object raises propagates unchanged, and
+ * an error from the object's own attribute is never taken for a miss.
+ *
+ * Lookups ("kinds"), as the registries spell them in their `lookup`:
+ *   local     {storage}.value                 storage: a threading.local
+ *   keyed     {storage}[{scopefunc}()]        storage: a dict
+ *   identity  {storage}[id({scopefunc}())]    storage: a dict keyed by id()
+ *
+ * Only the GIL-enabled CPython 3.10+ build is supported; elsewhere the build
+ * fails on purpose and scoped uses the pure-Python accessors.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <structmember.h>
+
+#if defined(PYPY_VERSION) || PY_VERSION_HEX < 0x030A0000
+#error "scoped._speedups needs CPython 3.10 or later"
+#endif
+#if defined(Py_GIL_DISABLED)
+/* The borrowed dictionary reads below are only safe under the GIL. */
+#error "scoped._speedups does not support the free-threaded build"
+#endif
+
+enum { KIND_LOCAL, KIND_KEYED, KIND_IDENTITY, KIND_COUNT };
+
+static const char *const kind_names[KIND_COUNT] = {"local", "keyed", "identity"};
+
+/* Interned once at import; never freed (the module cannot be unloaded). */
+static PyObject *str_storage;   /* "_scoped_storage" */
+static PyObject *str_scopefunc; /* "_scoped_scopefunc" */
+static PyObject *str_handles;   /* "_scoped_handles" */
+static PyObject *str_value;     /* "value" */
+static PyObject *str_qualname;  /* "__qualname__" */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *name;     /* interned str: the attribute of the current object */
+    PyObject *misses;   /* tuple of exception types meaning "no object yet" */
+    PyObject *fget;     /* pure-Python getter: runs on a miss */
+    PyObject *fset;     /* pure-Python setter, or NULL when read-only */
+    PyObject *doc;      /* str or NULL */
+    PyObject *qualname; /* str or NULL, from __set_name__ */
+    PyObject *objclass; /* the owner class or NULL, from __set_name__ */
+    int kind;
+    int writable;       /* fset was given */
+} ScopedAttribute;
+
+static PyTypeObject ScopedAttribute_Type;
+
+/* --- the lookup ---------------------------------------------------------- */
+
+/*
+ * The keyed lookups need both handles. scoped_session._scoped_attach() also
+ * stores them as one tuple, which saves a second generic attribute lookup
+ * (about 10 ns); without it, they are read one by one.
+ */
+static int
+read_handles(PyObject *obj, PyObject **storage, PyObject **scopefunc)
+{
+    PyObject *handles = PyObject_GetAttr(obj, str_handles);
+    if (handles != NULL) {
+        if (PyTuple_CheckExact(handles) && PyTuple_GET_SIZE(handles) == 2) {
+            *storage = Py_NewRef(PyTuple_GET_ITEM(handles, 0));
+            *scopefunc = Py_NewRef(PyTuple_GET_ITEM(handles, 1));
+            Py_DECREF(handles);
+            return 0;
+        }
+        Py_DECREF(handles);
+    }
+    else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+    }
+    else {
+        return -1;
+    }
+    *storage = PyObject_GetAttr(obj, str_storage);
+    if (*storage == NULL) {
+        return -1;
+    }
+    *scopefunc = PyObject_GetAttr(obj, str_scopefunc);
+    if (*scopefunc == NULL) {
+        Py_CLEAR(*storage);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * After the lookup step failed: is the pending error a miss? Only an error of
+ * one of the registry's miss types raised directly by C code (no Python frame
+ * in its traceback, so not raised by the scope function's own code) can be:
+ * a threading.local without the attribute, a dict without the key, an
+ * unhashable key, a ContextVar without a value. Such an error is cleared and
+ * 0 returned: the pure-Python accessor then decides, as it would alone.
+ * Anything else stays pending and -1 is returned.
+ */
+static int
+pending_miss(ScopedAttribute *self)
+{
+    if (!PyErr_ExceptionMatches(self->misses)) {
+        return -1;
+    }
+    int from_c;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *tb = PyException_GetTraceback(exc);
+    from_c = tb == NULL;
+    Py_XDECREF(tb);
+    if (from_c) {
+        Py_DECREF(exc);
+        return 0;
+    }
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    from_c = tb == NULL;
+    if (from_c) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        return 0;
+    }
+    PyErr_Restore(type, value, tb);
+#endif
+    return -1;
+}
+
+/*
+ * Find the current scope's object for the proxy *obj*.
+ * Returns 1 with a new reference in *current, 0 on a miss (no error set), or
+ * -1 with an error set.
+ */
+static int
+lookup(ScopedAttribute *self, PyObject *obj, PyObject **current)
+{
+    PyObject *storage, *scopefunc = NULL, *key = NULL, *found;
+    int status = -1;
+
+    /* The handles _scoped_attach() put on the proxy instance. The generic
+       lookup reads 3.11's inline instance values without turning them into
+       a dict, which would slow down every Python-level read of them. */
+    if (self->kind == KIND_LOCAL) {
+        storage = PyObject_GetAttr(obj, str_storage);
+        if (storage == NULL) {
+            return -1;
+        }
+        found = PyObject_GetAttr(storage, str_value);
+        goto got;
+    }
+    if (read_handles(obj, &storage, &scopefunc) < 0) {
+        return -1;
+    }
+    key = PyObject_CallNoArgs(scopefunc);
+    if (key == NULL) {
+        status = pending_miss(self);
+        goto done;
+    }
+    if (self->kind == KIND_IDENTITY) {
+        /* What id() returns. */
+        Py_SETREF(key, PyLong_FromVoidPtr(key));
+        if (key == NULL) {
+            goto done;
+        }
+    }
+    if (PyDict_CheckExact(storage)) {
+        found = PyDict_GetItemWithError(storage, key);
+        if (found == NULL) {
+            status = PyErr_Occurred() ? pending_miss(self) : 0;
+            goto done;
+        }
+        Py_INCREF(found); /* borrowed: the dict may change once other code runs */
+    }
+    else {
+        found = PyObject_GetItem(storage, key);
+    }
+
+got:
+    if (found == NULL) {
+        status = pending_miss(self);
+        goto done;
+    }
+    *current = found;
+    status = 1;
+
+done:
+    Py_XDECREF(key);
+    Py_XDECREF(scopefunc);
+    Py_XDECREF(storage);
+    return status;
+}
+
+/* --- the descriptor protocol --------------------------------------------- */
+
+static PyObject *
+owner_name(PyObject *obj)
+{
+    return PyObject_GetAttr((PyObject *)Py_TYPE(obj), str_qualname);
+}
+
+/* Only after tp_clear broke a reference cycle (during garbage collection). */
+static void
+cleared(ScopedAttribute *self)
+{
+    PyErr_Format(PyExc_RuntimeError, "scoped attribute %R is being destroyed",
+                 self->name);
+}
+
+static PyObject *
+ScopedAttribute_get(PyObject *op, PyObject *obj, PyObject *type)
+{
+    ScopedAttribute *self = (ScopedAttribute *)op;
+    PyObject *current = NULL;
+
+    /* On the class: the descriptor itself, for help(), Sphinx, inspect. */
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(op);
+        return op;
+    }
+    switch (lookup(self, obj, &current)) {
+    case 1: {
+        PyObject *result = PyObject_GetAttr(current, self->name);
+        Py_DECREF(current);
+        return result;
+    }
+    case 0:
+        if (self->fget == NULL) {
+            cleared(self);
+            return NULL;
+        }
+        return PyObject_CallOneArg(self->fget, obj);
+    default:
+        return NULL;
+    }
+}
+
+static int
+ScopedAttribute_set(PyObject *op, PyObject *obj, PyObject *value)
+{
+    ScopedAttribute *self = (ScopedAttribute *)op;
+    PyObject *current = NULL;
+
+    if (value == NULL || !self->writable) {
+        PyObject *owner = owner_name(obj);
+        if (owner != NULL) {
+            PyErr_Format(PyExc_AttributeError,
+                         value == NULL
+                             ? "attribute %R of %R object cannot be deleted"
+                             : "attribute %R of %R object is read-only",
+                         self->name, owner);
+            Py_DECREF(owner);
+        }
+        return -1;
+    }
+    switch (lookup(self, obj, &current)) {
+    case 1: {
+        int failed = PyObject_SetAttr(current, self->name, value);
+        Py_DECREF(current);
+        return failed;
+    }
+    case 0: {
+        PyObject *args[2] = {obj, value};
+        if (self->fset == NULL) {
+            cleared(self);
+            return -1;
+        }
+        PyObject *result = PyObject_Vectorcall(self->fset, args, 2, NULL);
+        if (result == NULL) {
+            return -1;
+        }
+        Py_DECREF(result);
+        return 0;
+    }
+    default:
+        return -1;
+    }
+}
+
+/* --- construction and the Python-visible surface ------------------------- */
+
+static int
+check_misses(PyObject *misses)
+{
+    if (!PyTuple_Check(misses)) {
+        PyErr_Format(PyExc_TypeError,
+                     "ScopedAttribute() misses must be a tuple of exception "
+                     "classes, got %.200s",
+                     Py_TYPE(misses)->tp_name);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(misses); i++) {
+        PyObject *item = PyTuple_GET_ITEM(misses, i);
+        if (!PyExceptionClass_Check(item)) {
+            PyErr_Format(PyExc_TypeError,
+                         "ScopedAttribute() misses must hold exception classes, "
+                         "got %R",
+                         item);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+ScopedAttribute_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"name", "kind", "misses", "fget",
+                               "fset", "doc", NULL};
+    PyObject *name, *misses, *fget, *fset = Py_None, *doc = Py_None;
+    const char *kind_name;
+    int kind;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UsOO|OO:ScopedAttribute",
+                                     keywords, &name, &kind_name, &misses,
+                                     &fget, &fset, &doc)) {
+        return NULL;
+    }
+    for (kind = 0; kind < KIND_COUNT; kind++) {
+        if (strcmp(kind_name, kind_names[kind]) == 0) {
+            break;
+        }
+    }
+    if (kind == KIND_COUNT) {
+        PyErr_Format(PyExc_ValueError,
+                     "ScopedAttribute() kind must be 'local', 'keyed' or "
+                     "'identity', got '%s'",
+                     kind_name);
+        return NULL;
+    }
+    if (check_misses(misses) < 0) {
+        return NULL;
+    }
+    if (!PyCallable_Check(fget)) {
+        PyErr_Format(PyExc_TypeError,
+                     "ScopedAttribute() fget must be callable, got %.200s",
+                     Py_TYPE(fget)->tp_name);
+        return NULL;
+    }
+    if (fset != Py_None && !PyCallable_Check(fset)) {
+        PyErr_Format(PyExc_TypeError,
+                     "ScopedAttribute() fset must be callable or None, got "
+                     "%.200s",
+                     Py_TYPE(fset)->tp_name);
+        return NULL;
+    }
+    if (doc != Py_None && !PyUnicode_Check(doc)) {
+        PyErr_Format(PyExc_TypeError,
+                     "ScopedAttribute() doc must be a str or None, got %.200s",
+                     Py_TYPE(doc)->tp_name);
+        return NULL;
+    }
+
+    ScopedAttribute *self = (ScopedAttribute *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    Py_INCREF(name);
+    PyUnicode_InternInPlace(&name);
+    self->name = name;
+    Py_INCREF(misses);
+    self->misses = misses;
+    Py_INCREF(fget);
+    self->fget = fget;
+    if (fset != Py_None) {
+        Py_INCREF(fset);
+        self->fset = fset;
+        self->writable = 1;
+    }
+    if (doc != Py_None) {
+        Py_INCREF(doc);
+        self->doc = doc;
+    }
+    self->kind = kind;
+    return (PyObject *)self;
+}
+
+static int
+ScopedAttribute_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    ScopedAttribute *self = (ScopedAttribute *)op;
+    Py_VISIT(self->misses);
+    Py_VISIT(self->fget);
+    Py_VISIT(self->fset);
+    Py_VISIT(self->objclass);
+    return 0;
+}
+
+static int
+ScopedAttribute_clear(PyObject *op)
+{
+    ScopedAttribute *self = (ScopedAttribute *)op;
+    /* The accessors and the owner class are what can close a cycle; the
+       lookup checks for the accessors before calling them. */
+    Py_CLEAR(self->fget);
+    Py_CLEAR(self->fset);
+    Py_CLEAR(self->objclass);
+    return 0;
+}
+
+static void
+ScopedAttribute_dealloc(PyObject *op)
+{
+    ScopedAttribute *self = (ScopedAttribute *)op;
+    PyObject_GC_UnTrack(op);
+    ScopedAttribute_clear(op);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->misses);
+    Py_CLEAR(self->doc);
+    Py_CLEAR(self->qualname);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyObject *
+ScopedAttribute_repr(PyObject *op)
+{
+    ScopedAttribute *self = (ScopedAttribute *)op;
+    return PyUnicode_FromFormat("<scoped attribute %S>",
+                                self->qualname ? self->qualname : self->name);
+}
+
+static PyObject *
+ScopedAttribute_set_name(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    ScopedAttribute *self = (ScopedAttribute *)op;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "__set_name__() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *owner = args[0], *name = args[1];
+    PyObject *qualname = NULL;
+    PyObject *owner_qualname = PyObject_GetAttr(owner, str_qualname);
+    if (owner_qualname == NULL) {
+        return NULL;
+    }
+    if (PyUnicode_Check(owner_qualname) && PyUnicode_Check(name)) {
+        qualname = PyUnicode_FromFormat("%U.%U", owner_qualname, name);
+        if (qualname == NULL) {
+            Py_DECREF(owner_qualname);
+            return NULL;
+        }
+    }
+    Py_DECREF(owner_qualname);
+    Py_XSETREF(self->qualname, qualname);
+    Py_INCREF(owner);
+    Py_XSETREF(self->objclass, owner);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+ScopedAttribute_get_qualname(PyObject *op, void *closure)
+{
+    ScopedAttribute *self = (ScopedAttribute *)op;
+    PyObject *qualname = self->qualname ? self->qualname : self->name;
+    Py_INCREF(qualname);
+    return qualname;
+}
+
+static PyObject *
+ScopedAttribute_get_kind(PyObject *op, void *closure)
+{
+    return PyUnicode_FromString(kind_names[((ScopedAttribute *)op)->kind]);
+}
+
+static PyMethodDef ScopedAttribute_methods[] = {
+    {"__set_name__", (PyCFunction)(void (*)(void))ScopedAttribute_set_name,
+     METH_FASTCALL, "Record the owner class, for __qualname__ and __objclass__."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef ScopedAttribute_members[] = {
+    {"__name__", T_OBJECT, offsetof(ScopedAttribute, name), READONLY,
+     "The attribute read on the current scope's object."},
+    {"__doc__", T_OBJECT, offsetof(ScopedAttribute, doc), READONLY, NULL},
+    {"__objclass__", T_OBJECT_EX, offsetof(ScopedAttribute, objclass), READONLY,
+     "The class this descriptor was assigned to."},
+    {"misses", T_OBJECT, offsetof(ScopedAttribute, misses), READONLY,
+     "The exception types that mean the scope has no object yet."},
+    {"fget", T_OBJECT, offsetof(ScopedAttribute, fget), READONLY,
+     "The pure-Python getter; called when the scope has no object yet."},
+    {"fset", T_OBJECT, offsetof(ScopedAttribute, fset), READONLY,
+     "The pure-Python setter, or None for a read-only attribute."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef ScopedAttribute_getset[] = {
+    {"__qualname__", ScopedAttribute_get_qualname, NULL, NULL, NULL},
+    {"kind", ScopedAttribute_get_kind, NULL,
+     "How the current object is found: 'local', 'keyed' or 'identity'.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(ScopedAttribute_doc,
+"ScopedAttribute(name, kind, misses, fget, fset=None, doc=None)\n"
+"--\n"
+"\n"
+"A proxy class attribute that reads *name* on the current scope's object.\n"
+"\n"
+"*kind* names the registry's lookup ('local', 'keyed' or 'identity'),\n"
+"*misses* the exception types that mean the scope has no object yet.\n"
+"*fget* and *fset* are the equivalent pure-Python accessors: they run when\n"
+"the scope has no object yet, and *fset* None makes the attribute read-only.");
+
+static PyTypeObject ScopedAttribute_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scoped._speedups.ScopedAttribute",
+    .tp_basicsize = sizeof(ScopedAttribute),
+    .tp_dealloc = ScopedAttribute_dealloc,
+    .tp_repr = ScopedAttribute_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = ScopedAttribute_doc,
+    .tp_traverse = ScopedAttribute_traverse,
+    .tp_clear = ScopedAttribute_clear,
+    .tp_methods = ScopedAttribute_methods,
+    .tp_members = ScopedAttribute_members,
+    .tp_getset = ScopedAttribute_getset,
+    .tp_descr_get = ScopedAttribute_get,
+    .tp_descr_set = ScopedAttribute_set,
+    .tp_new = ScopedAttribute_new,
+};
+
+/* --- the module ---------------------------------------------------------- */
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "scoped._speedups",
+    .m_doc = "Compiled attribute proxies for scoped; optional.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    str_storage = PyUnicode_InternFromString("_scoped_storage");
+    str_scopefunc = PyUnicode_InternFromString("_scoped_scopefunc");
+    str_handles = PyUnicode_InternFromString("_scoped_handles");
+    str_value = PyUnicode_InternFromString("value");
+    str_qualname = PyUnicode_InternFromString("__qualname__");
+    if (str_storage == NULL || str_scopefunc == NULL || str_handles == NULL ||
+        str_value == NULL || str_qualname == NULL) {
+        return NULL;
+    }
+    if (PyType_Ready(&ScopedAttribute_Type) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    PyObject *kinds = Py_BuildValue("(sss)", kind_names[KIND_LOCAL],
+                                    kind_names[KIND_KEYED],
+                                    kind_names[KIND_IDENTITY]);
+    if (kinds == NULL || PyModule_AddObject(module, "KINDS", kinds) < 0) {
+        Py_XDECREF(kinds);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&ScopedAttribute_Type);
+    if (PyModule_AddObject(module, "ScopedAttribute",
+                           (PyObject *)&ScopedAttribute_Type) < 0) {
+        Py_DECREF(&ScopedAttribute_Type);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

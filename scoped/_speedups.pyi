@@ -1,0 +1,35 @@
+"""Compiled attribute proxies for scoped; optional (see ``_speedups.c``)."""
+
+from collections.abc import Callable
+from typing import Any, Final, final, overload
+
+KINDS: Final[tuple[str, ...]]
+
+@final
+class ScopedAttribute:
+    """A proxy class attribute that reads *name* on the current scope's object."""
+
+    __name__: str
+    __qualname__: str
+    __objclass__: type
+    kind: str
+    misses: tuple[type[BaseException], ...]
+    fget: Callable[[Any], Any]
+    fset: Callable[[Any, Any], None] | None
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        misses: tuple[type[BaseException], ...],
+        fget: Callable[[Any], Any],
+        fset: Callable[[Any, Any], None] | None = None,
+        doc: str | None = None,
+    ) -> None: ...
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> ScopedAttribute: ...
+    @overload
+    def __get__(self, instance: object, owner: type | None = None) -> Any: ...
+    def __set__(self, instance: object, value: Any) -> None: ...
+    def __delete__(self, instance: object) -> None: ...
+    def __set_name__(self, owner: type, name: str) -> None: ...
