@@ -108,7 +108,9 @@ class Entry:
         "watcher",
     )
 
-    def __init__(self, obj: object, scope: object) -> None:
+    def __init__(
+        self, obj: object, scope: object, thread: threading.Thread | None = None
+    ) -> None:
         self.obj = obj
         # The raw key is kept only when it is a plain value; object keys are
         # rendered by the registry so that the entry never keeps them alive.
@@ -116,7 +118,7 @@ class Entry:
         self._number = next(_ids)
         self._pid = _process[0]
         self.created = _monotonic()
-        self._thread = _current_thread()
+        self._thread = _current_thread() if thread is None else thread
         self.attached: tuple[list[str], list[Callable[[], None]]] | None = None
         #: Where the registry keeps the object (registry-specific).
         self.slot: Any = None

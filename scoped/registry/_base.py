@@ -115,7 +115,7 @@ class Registry(abc.ABC, Generic[_T]):
         # including one made while this thread holds the lock.
         self._entries_lock = threading.RLock()
         self._entries: dict[int, Entry] = {}
-        self._counts = {"created": 0, "removed": 0, "cleaned_up": 0}
+        self._created = self._removed = self._cleaned_up = 0
         self._pid = os.getpid()
         _live_registries.add(self)
 
@@ -177,12 +177,14 @@ class Registry(abc.ABC, Generic[_T]):
 
     # -- bookkeeping shared by every kind of registry -------------------
 
-    def _track(self, obj: _T, scope: object) -> Entry:
+    def _track(
+        self, obj: _T, scope: object, thread: threading.Thread | None = None
+    ) -> Entry:
         """Record a newly created object; called by subclasses once stored."""
-        entry = Entry(obj, scope)
+        entry = Entry(obj, scope, thread)
         with self._entries_lock:
             self._entries[id(entry)] = entry
-            self._counts["created"] += 1
+            self._created += 1
         events = self.events
         if events.wants(logging.DEBUG):
             events.emit(
@@ -196,8 +198,8 @@ class Registry(abc.ABC, Generic[_T]):
             self._check_created(entry)
         return entry
 
-    def _untrack(self, entry: Entry | None, counter: str | None = None) -> bool:
-        """Forget *entry* and count it; tell whether it was live (exactly once)."""
+    def _untrack(self, entry: Entry | None) -> bool:
+        """Forget an entry whose scope ended; tell whether it was live (once)."""
         if entry is None:
             return False
         if entry.attached is not None:
@@ -205,14 +207,21 @@ class Registry(abc.ABC, Generic[_T]):
         with self._entries_lock:
             if self._entries.pop(id(entry), None) is None:
                 return False
-            if counter is not None:
-                self._counts[counter] += 1
+            self._cleaned_up += 1
         return True
 
     def _discarded(self, entry: Entry | None) -> None:
         """An object left its scope through ``clear()`` (or ``remove()``)."""
-        if self._untrack(entry, "removed") and entry is not None:
-            self.events.ended(logging.DEBUG, "session.removed", entry)
+        # _untrack() inlined: this runs on every removal.
+        if entry is None:
+            return
+        if entry.attached is not None:
+            self.events.detach(entry)
+        with self._entries_lock:
+            if self._entries.pop(id(entry), None) is None:
+                return
+            self._removed += 1
+        self.events.ended(logging.DEBUG, "session.removed", entry)
 
     def _close(self, entry: Entry, *, during: str) -> BaseException | None:
         """Close *entry*'s object; log and return a failure instead of raising.
@@ -221,9 +230,19 @@ class Registry(abc.ABC, Generic[_T]):
         where nothing can await it: a scope's end, a plain ``remove()``) is
         finished on the event loop by :mod:`scoped.asyncio`.
         """
-        result = self._start_close(entry, during=during)
-        if result is None or isinstance(result, BaseException):
-            return result
+        if self.close is not None and entry.attached is None:
+            # The common case without the helper's extra call: a plain close.
+            try:
+                result: object = self.close(entry.obj)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - reported, then handled by the caller
+                return self._close_failed(entry, exc, during=during)
+            if result is None or not inspect.isawaitable(result):
+                return None
+        else:
+            started = self._start_close(entry, during=during)
+            if started is None or isinstance(started, BaseException):
+                return started
+            result = started
         from scoped.asyncio import close_soon
 
         close_soon(self, entry, result, during=during)
@@ -319,6 +338,10 @@ class Registry(abc.ABC, Generic[_T]):
 
     def _removable(self) -> tuple[_T, Entry | None] | None:
         """What ``remove()`` acts on: the current object and its entry."""
+        self._refuse_in_cleanup()
+        return self._current()
+
+    def _refuse_in_cleanup(self) -> None:
         if self._cleaning and threading.get_ident() in self._cleaning:
             msg = (
                 "remove() was called while the registry was closing a session "
@@ -326,7 +349,6 @@ class Registry(abc.ABC, Generic[_T]):
                 "ended has nothing left to remove"
             )
             raise RuntimeError(msg)
-        return self._current()
 
     def _scope_ended(self, entry: Entry) -> None:
         """A scope ended without ``remove()``: close its object and forget it.
@@ -334,7 +356,7 @@ class Registry(abc.ABC, Generic[_T]):
         Runs wherever the end was noticed (a dying thread, a task's done
         callback, a weak reference callback), so it never raises.
         """
-        if os.getpid() != self._pid or not self._untrack(entry, "cleaned_up"):
+        if os.getpid() != self._pid or not self._untrack(entry):
             return
         ident = threading.get_ident()
         self._cleaning.add(ident)
@@ -503,7 +525,12 @@ class Registry(abc.ABC, Generic[_T]):
     def stats(self) -> dict[str, int]:
         """Counters: ``created``, ``removed``, ``cleaned_up`` and ``live``."""
         with self._entries_lock:
-            return {**self._counts, "live": len(self._entries)}
+            return {
+                "created": self._created,
+                "removed": self._removed,
+                "cleaned_up": self._cleaned_up,
+                "live": len(self._entries),
+            }
 
     # -- fork -----------------------------------------------------------
 

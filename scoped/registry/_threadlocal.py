@@ -64,7 +64,31 @@ class ThreadLocalRegistry(Registry[_T]):
 
     def set(self, obj: _T) -> None:
         self.clear()
-        self._store(obj)
+        self._get_or_create(lambda: obj)
+
+    def remove(self) -> None:
+        # The base class's remove(), fused for the default scope: one slot
+        # lookup, no intermediate calls (it runs at every request teardown).
+        self._refuse_in_cleanup()
+        slot = self._storage.__dict__
+        if "value" not in slot:
+            return
+        watch: _ThreadEnd | None = slot.get("watch")
+        entry = None if watch is None else watch.entry
+        failure: BaseException | None = None
+        try:
+            if entry is not None:
+                failure = self._close(entry, during="remove")
+            elif self.close is not None:
+                # Stored before bookkeeping knew of it.
+                self.close(slot["value"])
+        finally:
+            slot.pop("value", None)
+            if entry is not None:
+                watch.entry = None  # type: ignore[union-attr]
+                self._discarded(entry)
+        if failure is not None:
+            raise failure
 
     def clear(self) -> None:
         slot = self._storage.__dict__
@@ -89,17 +113,6 @@ class ThreadLocalRegistry(Registry[_T]):
         watch: _ThreadEnd | None = getattr(self._storage, "watch", None)
         return None if watch is None else watch.entry
 
-    def _store(self, obj: _T) -> None:
-        # The scope is the creating thread, which the entry names already.
-        entry = self._track(obj, None)
-        slot = self._storage.__dict__
-        slot["value"] = obj
-        watch: _ThreadEnd | None = slot.get("watch")
-        if watch is None:
-            slot["watch"] = _ThreadEnd(self, entry)
-        else:
-            watch.entry = entry
-
     def _get_or_create(self, factory: Callable[[], _T] | None) -> _T:
         # Only the owning thread can see its slot, so no lock is needed.
         slot = self._storage.__dict__
@@ -120,7 +133,12 @@ class ThreadLocalRegistry(Registry[_T]):
             obj = (factory or self.createfunc)()
         finally:
             del slot["creating"]
-        self._store(obj)
+        watch: _ThreadEnd | None = slot.get("watch")
+        if watch is None:
+            watch = slot["watch"] = _ThreadEnd(self)
+        # The scope is the creating thread, which the entry names already.
+        watch.entry = self._track(obj, None, watch.thread)
+        slot["value"] = obj
         return obj
 
     def _slot(self) -> Hashable:
@@ -165,11 +183,13 @@ class _ThreadEnd:
     weakly so that a discarded registry does not outlive its last thread.
     """
 
-    __slots__ = ("_registry", "entry")
+    __slots__ = ("_registry", "entry", "thread")
 
-    def __init__(self, registry: ThreadLocalRegistry[Any], entry: Entry) -> None:
+    def __init__(self, registry: ThreadLocalRegistry[Any]) -> None:
         self._registry = weakref.ref(registry)
-        self.entry: Entry | None = entry
+        self.entry: Entry | None = None
+        #: The thread, looked up once for all the sessions it creates.
+        self.thread = threading.current_thread()
 
     def detach(self) -> Entry | None:
         """Stop watching (the object was removed) and return the entry."""
