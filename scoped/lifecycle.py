@@ -100,6 +100,7 @@ class Entry:
         "_pid",
         "_thread",
         "attached",
+        "logged",
         "created",
         "obj",
         "scope",
@@ -120,6 +121,9 @@ class Entry:
         self.created = _monotonic()
         self._thread = _current_thread() if thread is None else thread
         self.attached: tuple[list[str], list[Callable[[], None]]] | None = None
+        #: Whether the session's creation was logged; its routine events
+        #: (close, removal, scope end) follow that decision.
+        self.logged = False
         #: Where the registry keeps the object (registry-specific).
         self.slot: Any = None
         #: Whether a leak warning was already emitted for this session.

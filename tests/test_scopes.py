@@ -374,7 +374,8 @@ def test_reused_pool_threads_get_a_fresh_session_per_scope_block(
         assert (0, 0) == held(db, engine)
 
     assert 50 == len({id(session) for session in sessions})
-    assert 2 == len(previous)
+    # Fast jobs may all land on one thread; either way threads were reused.
+    assert 1 <= len(previous) <= 2
     assert {"created": 50, "removed": 50, "cleaned_up": 0, "live": 0} == (
         db.registry.stats()
     )

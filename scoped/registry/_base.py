@@ -187,6 +187,7 @@ class Registry(abc.ABC, Generic[_T]):
             self._created += 1
         events = self.events
         if events.wants(logging.DEBUG):
+            entry.logged = True
             events.emit(
                 logging.DEBUG,
                 "session.created",
@@ -221,7 +222,8 @@ class Registry(abc.ABC, Generic[_T]):
             if self._entries.pop(id(entry), None) is None:
                 return
             self._removed += 1
-        self.events.ended(logging.DEBUG, "session.removed", entry)
+        if entry.logged:
+            self.events.ended(logging.DEBUG, "session.removed", entry)
 
     def _close(self, entry: Entry, *, during: str) -> BaseException | None:
         """Close *entry*'s object; log and return a failure instead of raising.
@@ -364,7 +366,10 @@ class Registry(abc.ABC, Generic[_T]):
             self._close(entry, during="scope_end")
         finally:
             self._cleaning.discard(ident)
-        self.events.ended(logging.DEBUG, "session.scope_ended", entry, in_scope=True)
+        if entry.logged:
+            self.events.ended(
+                logging.DEBUG, "session.scope_ended", entry, in_scope=True
+            )
 
     # -- leaks ----------------------------------------------------------
 
