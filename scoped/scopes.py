@@ -9,7 +9,7 @@ being kept until someone calls ``remove()``:
 * :data:`task`: the current :class:`asyncio.Task`; closed when the task
   finishes, fails or is cancelled.
 * :data:`greenlet`: the current greenlet (needs the ``greenlet`` package);
-  closed when the greenlet is collected.
+  closed when the greenlet finishes or is collected.
 * :data:`context`: the current :mod:`contextvars` context; closed when the
   context is gone (its thread exited, its task finished).
 
@@ -25,6 +25,7 @@ import importlib
 import inspect
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, Final
 
@@ -188,21 +189,76 @@ def _current_task_or_none() -> asyncio.Task[Any] | None:
 
 
 class GreenletScope(Scope):
-    """The current greenlet; its end is noticed when it is collected."""
+    """The current greenlet; its end is noticed when it finishes or is collected.
+
+    Greenlets have no completion callback, so in each thread that holds a
+    greenlet-scoped session a greenlet trace function (chained to any that
+    was already set) watches for the final switch out of a finished greenlet.
+    """
 
     kind: ClassVar[str] = "greenlet"
     identity_keys: ClassVar[bool] = True
 
     def fast(self) -> Callable[[], Hashable]:
-        try:
-            module = importlib.import_module("greenlet")
-        except ImportError:
-            msg = "the greenlet scope needs the greenlet package installed"
-            raise RuntimeError(msg) from None
-        return module.getcurrent  # type: ignore[no-any-return]
+        return _greenlet_module().getcurrent  # type: ignore[no-any-return]
 
     def __call__(self) -> Hashable:
         return self.fast()()
+
+    def watch(self, key: Any, ended: Callable[[], None]) -> Any:
+        watched = _greenlet_watch.watched
+        if watched is None:
+            watched = _install_greenlet_tracer()
+        watched.setdefault(key, []).append(ended)
+        return ended
+
+    def unwatch(self, key: Any, handle: Any) -> None:
+        watched = _greenlet_watch.watched
+        if watched is None:
+            return
+        callbacks = watched.get(key)
+        if callbacks is not None and handle in callbacks:
+            callbacks.remove(handle)
+            if not callbacks:
+                del watched[key]
+
+
+def _greenlet_module() -> Any:
+    try:
+        return importlib.import_module("greenlet")
+    except ImportError:
+        msg = "the greenlet scope needs the greenlet package installed"
+        raise RuntimeError(msg) from None
+
+
+class _GreenletWatch(threading.local):
+    # Greenlets of this thread whose end someone waits for; weakly keyed so
+    # a greenlet collected before it ever finished leaves nothing behind.
+    watched: weakref.WeakKeyDictionary[Any, list[Callable[[], None]]] | None = None
+
+
+_greenlet_watch = _GreenletWatch()
+
+
+def _install_greenlet_tracer() -> weakref.WeakKeyDictionary[Any, Any]:
+    """Start watching this thread's greenlet switches for finished greenlets."""
+    module = _greenlet_module()
+    watched: weakref.WeakKeyDictionary[Any, list[Callable[[], None]]] = (
+        weakref.WeakKeyDictionary()
+    )
+    previous = module.gettrace()
+
+    def tracer(event: str, args: Any) -> None:
+        # Runs on every switch in this thread: check the cheap thing first.
+        if watched and event in ("switch", "throw") and args[0].dead:
+            for ended in watched.pop(args[0], ()):
+                ended()
+        if previous is not None:
+            previous(event, args)
+
+    module.settrace(tracer)
+    _greenlet_watch.watched = watched
+    return watched
 
 
 class _ContextToken:

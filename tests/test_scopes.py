@@ -234,10 +234,6 @@ def test_greenlet_scope_isolates_and_closes_collected_greenlets(
     assert 5 == db.registry.stats()["cleaned_up"]
 
 
-@pytest.mark.xfail(
-    reason="greenlets report no end: a dead greenlet's session is closed only "
-    "once the greenlet object is collected",
-)
 def test_dead_greenlet_that_is_still_referenced_is_closed(
     engine: sa.Engine, held: Held
 ) -> None:
