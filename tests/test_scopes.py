@@ -619,6 +619,23 @@ def test_bad_leak_limits_are_named(
         scoped_session(sessionmaker(engine), **options)
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"leak_after": "5"}, "leak_after"),
+        ({"leak_after": True}, "leak_after"),
+        ({"max_scopes": 2.5}, "max_scopes"),
+        ({"max_scopes": "10"}, "max_scopes"),
+    ],
+)
+def test_leak_limits_of_the_wrong_type_are_named(
+    engine: sa.Engine, options: dict[str, Any], named: str
+) -> None:
+    """A leak limit of the wrong type is a TypeError naming the argument and value."""
+    with pytest.raises(TypeError, match=rf"^{named} must be .*got .* \(a \w+\)"):
+        scoped_session(sessionmaker(engine), **options)
+
+
 # -- leak detection ------------------------------------------------------------
 
 

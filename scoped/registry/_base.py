@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
-from scoped.errors import require_callable
+from scoped.errors import describe, require_callable
 from scoped.lifecycle import Entry, Events
 
 __all__ = ["MISSING", "Registry"]
@@ -49,6 +49,24 @@ def _detach_context(exc: BaseException, miss: BaseException | None) -> None:
             current.__context__ = miss.__context__
             return
         current = current.__context__
+
+
+def _check_limits(leak_after: object, max_scopes: object) -> None:
+    """Reject leak limits of the wrong type or range, naming the argument."""
+    if leak_after is not None:
+        if isinstance(leak_after, bool) or not isinstance(leak_after, (int, float)):
+            msg = f"leak_after must be a number of seconds, got {describe(leak_after)}"
+            raise TypeError(msg)
+        if not leak_after > 0:
+            msg = f"leak_after must be a positive number of seconds, got {leak_after!r}"
+            raise ValueError(msg)
+    if max_scopes is not None:
+        if isinstance(max_scopes, bool) or not isinstance(max_scopes, int):
+            msg = f"max_scopes must be a whole number, got {describe(max_scopes)}"
+            raise TypeError(msg)
+        if max_scopes < 1:
+            msg = f"max_scopes must be at least 1, got {max_scopes!r}"
+            raise ValueError(msg)
 
 
 class Registry(abc.ABC, Generic[_T]):
@@ -88,12 +106,7 @@ class Registry(abc.ABC, Generic[_T]):
         max_scopes: int | None = None,
     ) -> None:
         require_callable(createfunc, "createfunc")
-        if leak_after is not None and not leak_after > 0:
-            msg = f"leak_after must be a positive number of seconds, got {leak_after!r}"
-            raise ValueError(msg)
-        if max_scopes is not None and max_scopes < 1:
-            msg = f"max_scopes must be at least 1, got {max_scopes!r}"
-            raise ValueError(msg)
+        _check_limits(leak_after, max_scopes)
         #: Warn about sessions older than this many seconds (``None``: never).
         self.leak_after = leak_after
         #: Warn when more scopes than this hold a session (``None``: never).
