@@ -74,7 +74,11 @@ nitpick_ignore_regex = [
     # (``_orm.Session``) are handled by _sqlalchemy_prefix below.
     (r"py:.*", r"sqlalchemy(\..*)?"),
     # The standard library's documentation is not linked either.
-    (r"py:.*", r"(collections\.abc|threading|typing|contextvars|logging|pathlib)\..*"),
+    (
+        r"py:.*",
+        r"(collections\.abc|threading|typing|contextvars|logging|pathlib"
+        r"|asyncio|os|weakref)(\..*)?",
+    ),
     # Private names (type variables, internal helpers) are never documented.
     (r"py:.*", r"(.*\.)?_[^.]*"),
     # Labels, glossary terms and pages of SQLAlchemy's documentation.

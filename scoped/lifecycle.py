@@ -133,7 +133,7 @@ class Entry:
 
     @property
     def session_id(self) -> str:
-        """Short and unique within the process: ``<pid>-<number>`` in hex."""
+        """The session's id, ``<pid>-<number>`` in hex; unique in the process."""
         return f"{self._pid:x}-{self._number:x}"
 
     @property

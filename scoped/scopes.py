@@ -331,7 +331,11 @@ def objects(func: Callable[[], Any]) -> ObjectScope:
     return ObjectScope(func)
 
 
+#: One session per thread (the default scope), closed when the thread exits.
 thread: Final = ThreadScope()
+#: One session per :class:`asyncio.Task`, closed when the task ends.
 task: Final = TaskScope()
+#: One session per greenlet, closed when it finishes or is collected.
 greenlet: Final = GreenletScope()
+#: One session per :mod:`contextvars` context, closed when the context is gone.
 context: Final = ContextScope()

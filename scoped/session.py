@@ -97,7 +97,7 @@ def _loggable(key: str, value: object) -> str:
 
 
 class ScopeBlock:
-    """The context manager :meth:`scoped_session.scope` returns."""
+    """The context manager :meth:`scoped.scoped_session.scope` returns."""
 
     __slots__ = ("_frame", "_registry")
 

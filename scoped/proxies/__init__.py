@@ -3,9 +3,10 @@
 :func:`proxy_class` builds, once per target class, a subclass of a proxy base
 whose methods, properties and classmethods forward to the object the
 registry holds for the current scope, with the target's signatures and
-docstrings. :data:`SPEEDUPS` tells whether attributes are compiled descriptors
-from the optional C extension ``scoped._speedups`` (decided at import;
-``SCOPED_NO_EXTENSIONS=1`` turns it off) or Python properties.
+docstrings. :data:`scoped.proxies.SPEEDUPS` tells whether attributes are
+compiled descriptors from the optional C extension ``scoped._speedups``
+(decided at import; ``SCOPED_NO_EXTENSIONS=1`` turns it off) or Python
+properties.
 """
 
 from __future__ import annotations

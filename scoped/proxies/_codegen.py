@@ -63,6 +63,8 @@ _compiled_attribute = _load_speedups()
 #: property reads with a Python getter, which then beat any C descriptor, so
 #: the extension is used on 3.10 and 3.11 only. Decided at import; classes
 #: generated later follow a changed value (it is part of their cache key).
+#: Whether proxied attributes are compiled descriptors (``scoped._speedups``)
+#: rather than generated Python properties.
 SPEEDUPS: bool = _compiled_attribute is not None and sys.version_info < (3, 12)
 
 #: The lookups :class:`~scoped._speedups.ScopedAttribute` performs itself, by

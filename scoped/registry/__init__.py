@@ -14,11 +14,18 @@ from typing import Any, TypeVar
 
 from scoped import scopes
 from scoped.lifecycle import Events
-from scoped.registry._base import MISSING, Registry
+from scoped.registry._base import MISSING, Frame, Registry
 from scoped.registry._keyed import ScopedRegistry
 from scoped.registry._threadlocal import ThreadLocalRegistry
 
-__all__ = ["MISSING", "Registry", "ScopedRegistry", "ThreadLocalRegistry", "for_scope"]
+__all__ = [
+    "MISSING",
+    "Frame",
+    "Registry",
+    "ScopedRegistry",
+    "ThreadLocalRegistry",
+    "for_scope",
+]
 
 _T = TypeVar("_T")
 
