@@ -286,9 +286,7 @@ class ScopedRegistry(Registry[_T]):
         if scope is not None:
             handle = scope.watch(raw, functools.partial(self._ended, stored, entry))
             if handle is not None:
-                self._unwatch[id(entry)] = functools.partial(
-                    scope.unwatch, raw, handle
-                )
+                self._unwatch[id(entry)] = functools.partial(scope.unwatch, raw, handle)
 
     def _collected(self, stored: Hashable) -> None:
         self._ended(stored, None)
