@@ -1,0 +1,117 @@
+"""Flask: sessions scoped to the application context, removed at its teardown.
+
+::
+
+    from scoped.integrations import flask as scoped_flask
+
+    db_session = scoped_session(
+        sessionmaker(bind=engine), scopefunc=scoped_flask.app_context
+    )
+    scoped_flask.init_app(app, db_session)
+
+Like Flask-SQLAlchemy, each application context (one per request, CLI
+command or ``with app.app_context()``) has its own session, removed by a
+``teardown_appcontext`` function. Unlike a scope keyed by ``id()`` of the
+context, the key is the context object itself, held weakly: if the teardown
+never runs (Flask up to 3.1 skips the remaining teardown functions when one
+raises), the session is closed when the context object is garbage collected
+instead of lingering in the registry, in a transaction, where a later
+context allocated at the same address would find it.
+
+Outside an application context the session is unreachable and using it
+raises Flask's ``RuntimeError: Working outside of application context``. A
+streamed body can use it only inside ``flask.stream_with_context``, which
+pushes the context again while the body is sent; the session the body uses
+is removed after its last chunk. (Since Flask 3.1 the context is also torn
+down when the view returns, so the body gets a new session: pass it plain
+values, not objects the view loaded.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import flask
+import flask.globals
+
+from scoped.integrations import require_scoped_session, settle
+from scoped.scopes import Scope
+
+if TYPE_CHECKING:
+    from scoped.session import scoped_session
+
+__all__ = ["AppContextScope", "app_context", "init_app"]
+
+#: Where the response status waits for the teardown, in ``flask.g``.
+_STATUS: Final = "_scoped_response_status"
+
+
+class AppContextScope(Scope):
+    """The current Flask application context, weakly held.
+
+    The registry keys sessions by the context object (by its ``id()``, while
+    a weak reference watches it); when a context is collected with its
+    session still registered, that session is closed and logged as
+    ``session.scope_ended``.
+    """
+
+    kind: ClassVar[str] = "app_context"
+    identity_keys: ClassVar[bool] = True
+
+    def fast(self) -> Callable[[], Hashable]:
+        # Flask keeps the current context in a ContextVar; reading it
+        # directly skips the proxy. Outside a context it raises LookupError,
+        # and the registry then calls this scope for Flask's own error.
+        current = getattr(flask.globals, "_cv_app", None)
+        getter = getattr(current, "get", None)
+        return getter if callable(getter) else self
+
+    def __call__(self) -> Hashable:
+        return flask.globals.app_ctx._get_current_object()  # type: ignore[attr-defined,no-any-return]
+
+
+#: Pass as ``scoped_session(..., scopefunc=app_context)`` for :func:`init_app`.
+app_context: Final = AppContextScope()
+
+
+def init_app(
+    app: flask.Flask,
+    db_session: scoped_session[Any],
+    *,
+    commit_on_success: bool = False,
+) -> None:
+    """Remove *db_session*'s session when each application context of *app* ends.
+
+    *db_session* must be scoped with ``scopefunc=app_context``. With
+    *commit_on_success*, the teardown commits when nothing raised and the
+    response status (if the context served a request) is below 400, and
+    rolls back otherwise, before removing the session. Call it for each app
+    that uses *db_session*.
+    """
+    checked = require_scoped_session(db_session, "init_app()")
+    if getattr(checked.registry, "scopefunc", None) is not app_context:
+        msg = (
+            "init_app() needs a scoped_session scoped to the application "
+            "context: scoped_session(factory, "
+            "scopefunc=scoped.integrations.flask.app_context)"
+        )
+        raise ValueError(msg)
+    registry = checked.registry
+
+    if commit_on_success:
+
+        @app.after_request
+        def record_status(response: flask.Response) -> flask.Response:
+            setattr(flask.g, _STATUS, response.status_code)
+            return response
+
+    @app.teardown_appcontext
+    def remove_session(exc: BaseException | None) -> None:
+        try:
+            if commit_on_success:
+                status = flask.g.pop(_STATUS, None)
+                ok = exc is None and (status is None or status < 400)
+                settle(registry, ok=ok)
+        finally:
+            checked.remove()
