@@ -1,4 +1,4 @@
-"""``python -m scoped demo``: the main job, run in-process."""
+"""``python -m scoped demo``: the JSON API under HTTP load, run in-process."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from scoped.__main__ import main
 
 LABELS = (
     "requests served",
+    "only planned failures",
+    "streams complete",
     "sessions created",
     "sessions removed",
     "sessions still live",
@@ -52,24 +54,31 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'demo.db'}"
 
 
+#: 4 clients x 50 requests on 4 server threads.
+SMALL = ("--clients", "4", "--requests", "50", "--threads", "4")
+
+
 def test_serves_every_request_and_leaves_nothing_behind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """4 threads x 50 requests: every session removed, no connection held."""
-    status, out = demo(
-        capsys, "--threads", "4", "--requests", "50", "--db", sqlite_url(tmp_path)
-    )
+    """4 clients x 50 HTTP requests: every session removed, no connection held."""
+    status, out = demo(capsys, *SMALL, "--db", sqlite_url(tmp_path))
 
     assert 0 == status, out
+    assert re.search(r"^serving on http://127\.0\.0\.1:\d+ with 4 threads", out, re.M)
     rows = summary(out)
-    # 200 served: 180 ok, every 10th failed on purpose, no unexpected errors.
+    # 200 served: 180 ok, every 10th sent to the raising endpoint.
     assert ([200, 180, 20, 0], "ok") == rows["requests served"]
-    # remove() after each request: the next one gets a new session.
+    assert ([20, 20, 0], "ok") == rows["only planned failures"]
+    # Every fifth request streams; the planned failures replace no stream.
+    assert ([40, 40], "ok") == rows["streams complete"]
+    # The middleware removes each request's session: one per request.
     assert ([200], "ok") == rows["sessions created"]
     assert ([200], "ok") == rows["sessions removed"]
     assert ([0], "ok") == rows["sessions still live"]
     assert ([0], "ok") == rows["connections checked out"]
-    assert ([180, 180], "ok") == rows["order rows"]
+    # Writes are 2 of every 5 requests; the failed ones left no row.
+    assert ([80, 80], "ok") == rows["order rows"]
     assert ([20, 20], "ok") == rows["account balances"]
     assert "200/200 requests (180 ok, 20 failed on purpose)" in out
     assert out.rstrip().endswith("all checks passed")
@@ -82,41 +91,31 @@ def test_serves_every_request_and_leaves_nothing_behind(
         (balances,) = conn.execute(
             "SELECT sum(balance) FROM scoped_demo_accounts"
         ).fetchone()
-    assert 180 == orders
+    assert 80 == orders
     assert rows["amount ordered"][0] == [ordered, ordered]
     assert ordered == balances
 
 
-def test_skipping_remove_fails_the_checks(
+def test_skipping_the_middleware_fails_the_checks(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Without remove() at teardown, each thread keeps its session and a connection."""
-    status, out = demo(
-        capsys,
-        "--threads",
-        "4",
-        "--requests",
-        "50",
-        "--db",
-        sqlite_url(tmp_path),
-        "--no-remove",
-    )
+    """Without the middleware, server threads keep their sessions and connections."""
+    status, out = demo(capsys, *SMALL, "--db", sqlite_url(tmp_path), "--no-remove")
 
     assert 1 == status, out
     rows = summary(out)
-    assert ([200, 180, 20, 0], "ok") == rows["requests served"]
-    # One session per thread, reused by all its requests and never freed.
-    assert ([4], "ok") == rows["sessions created"]
+    # One session per server thread, reused by all its requests, never freed.
+    [created], mark = rows["sessions created"]
+    assert "ok" == mark
+    assert 1 <= created <= 4
     assert ([0], "FAIL") == rows["sessions removed"]
-    assert ([4], "FAIL") == rows["sessions still live"]
-    # Each session's last request reloaded an object after its commit, which
-    # began a transaction that only close() would have ended.
-    assert ([4], "FAIL") == rows["connections checked out"]
-    # Failed requests were still rolled back, so the data is right.
-    assert ([180, 180], "ok") == rows["order rows"]
-    assert out.rstrip().endswith(
-        "FAILED: sessions removed, sessions still live, connections checked out"
-    )
+    assert ([created], "FAIL") == rows["sessions still live"]
+    # Each request left a transaction open, which only close() would end.
+    assert ([created], "FAIL") == rows["connections checked out"]
+    failed = out.rstrip().splitlines()[-1]
+    assert failed.startswith("FAILED: ")
+    for label in ("sessions removed", "sessions still live", "connections checked out"):
+        assert label in failed
 
 
 @pytest.mark.servers
@@ -129,11 +128,14 @@ def test_runs_on_the_database_servers(
     """The same workload passes every check on PostgreSQL and MariaDB."""
     url = request.getfixturevalue(server)
 
-    status, out = demo(capsys, "--threads", "4", "--requests", "25", "--db", url)
+    status, out = demo(
+        capsys, "--clients", "4", "--requests", "25", "--threads", "4", "--db", url
+    )
 
     assert 0 == status, out
     rows = summary(out)
     assert ([100, 90, 10, 0], "ok") == rows["requests served"]
+    assert ([100], "ok") == rows["sessions removed"]
     assert ([0], "ok") == rows["sessions still live"]
     assert ([0], "ok") == rows["connections checked out"]
 
@@ -175,7 +177,7 @@ def test_writes_and_reports_the_lifecycle_log(
     log = tmp_path / "events.jsonl"
     status, out = demo(
         capsys,
-        "--threads",
+        "--clients",
         "2",
         "--requests",
         "20",
