@@ -9,7 +9,7 @@ VENV20 ?= .venv-sa20
 SA20 ?= sqlalchemy>=2.0.35,<2.1
 
 .PHONY: help install demo test test-sa21 test-sa20 test-pure lint typecheck \
-        proxies check-proxies bench docs clean
+        proxies check-proxies bench bench-all docs clean
 
 help:
 	@echo "make demo      run the demo workload on an embedded SQLite file"
@@ -17,7 +17,8 @@ help:
 	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
 	@echo "make lint      ruff + mypy --strict"
 	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
-	@echo "make bench     run the benchmarks in bench/"
+	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
+	@echo "make bench-all every benchmark in bench/ (scopes, logging, asyncio, web, report)"
 	@echo "make docs      build the Sphinx documentation"
 
 # Installing also compiles the optional C extension in place, hence its source.
@@ -63,6 +64,14 @@ check-proxies: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
+
+# Every benchmark, one after another (several minutes on a 2-core machine).
+bench-all: bench
+	$(BIN)/python bench/bench_scopes.py
+	$(BIN)/python bench/bench_logging.py
+	$(BIN)/python bench/bench_asyncio.py
+	$(BIN)/python bench/bench_web.py
+	$(BIN)/python bench/bench_report.py
 
 docs: $(BIN)/.installed
 	$(BIN)/sphinx-build -n -W -b html docs docs/_build/html

@@ -79,6 +79,9 @@ nitpick_ignore_regex = [
         r"(collections\.abc|threading|typing|contextvars|logging|pathlib"
         r"|asyncio|os|weakref)(\..*)?",
     ),
+    # Web frameworks' names and the WSGI/ASGI type aliases in annotations.
+    (r"py:.*", r"(flask|starlette|fastapi|werkzeug|_typeshed)(\..*)?"),
+    (r"py:class", r"(WSGIApplication|WSGIEnvironment|StartResponse|ASGIApp)"),
     # Private names (type variables, internal helpers) are never documented.
     (r"py:.*", r"(.*\.)?_[^.]*"),
     # Labels, glossary terms and pages of SQLAlchemy's documentation.

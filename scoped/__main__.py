@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="run a multi-threaded workload and print a summary"
+        "demo", help="serve a JSON API under concurrent HTTP load and check teardown"
     )
     report = commands.add_parser("report", help="summarise a JSON-lines lifecycle log")
     # Each subcommand declares its own options; importing lazily keeps
