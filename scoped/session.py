@@ -257,7 +257,9 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         max_scopes: int | None = None,
     ) -> None:
         # Everything happens in __new__, which must pick the generated class
-        # before the instance exists.
+        # before the instance exists. The signature repeats __new__'s because
+        # type checkers read it to infer the session type (and inspect to
+        # show it); it also keeps SQLAlchemy's __init__ from running.
         pass
 
     @classmethod

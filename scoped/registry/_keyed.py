@@ -10,7 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, TypeVar
 
 from scoped.errors import AlreadyPresentError, require_callable
-from scoped.lifecycle import Entry, Events, bounded_repr
+from scoped.lifecycle import Entry, bounded_repr
 from scoped.registry._base import MISSING, Registry, _Missing
 from scoped.scopes import Scope
 
@@ -125,20 +125,11 @@ class ScopedRegistry(Registry[_T]):
         self,
         createfunc: Callable[[], _T],
         scopefunc: Callable[[], Any],
-        *,
-        close: Callable[[_T], object] | None = None,
-        events: Events | None = None,
-        leak_after: float | None = None,
-        max_scopes: int | None = None,
+        **options: Any,
     ) -> None:
         require_callable(scopefunc, "scopefunc")
-        super().__init__(
-            createfunc,
-            close=close,
-            events=events,
-            leak_after=leak_after,
-            max_scopes=max_scopes,
-        )
+        # options: close, events, leak_after, max_scopes (see Registry).
+        super().__init__(createfunc, **options)
         scope = scopefunc if isinstance(scopefunc, Scope) else None
         self._scope = scope
         #: What the user passed; checked (hashability, clear errors) off the

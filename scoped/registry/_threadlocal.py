@@ -8,7 +8,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, TypeVar
 
 from scoped.errors import AlreadyPresentError
-from scoped.lifecycle import Entry, Events
+from scoped.lifecycle import Entry
 from scoped.registry._base import MISSING, Registry, _Missing
 
 __all__ = ["ThreadLocalRegistry"]
@@ -38,19 +38,10 @@ class ThreadLocalRegistry(Registry[_T]):
     def __init__(
         self,
         createfunc: Callable[[], _T],
-        *,
-        close: Callable[[_T], object] | None = None,
-        events: Events | None = None,
-        leak_after: float | None = None,
-        max_scopes: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            createfunc,
-            close=close,
-            events=events,
-            leak_after=leak_after,
-            max_scopes=max_scopes,
-        )
+        # options: close, events, leak_after, max_scopes (see Registry).
+        super().__init__(createfunc, **options)
         self._storage = threading.local()
 
     def __call__(self) -> _T:
