@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import itertools
 import logging
 import operator
@@ -21,7 +22,7 @@ import reprlib
 import sys
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime, timezone
 from typing import Any, Final
 
@@ -397,10 +398,20 @@ class Events:
             wrapped: Callable[..., Any], instance: object, args: Any, kwargs: Any
         ) -> Any:
             result = wrapped(*args, **kwargs)
+            if inspect.isawaitable(result):
+                # An async close()/reset(): report it once it has finished.
+                return self._ended_after(result, entry, event)
             self.ended(logging.DEBUG, event, entry)
             return result
 
         return report
+
+    async def _ended_after(
+        self, awaitable: Awaitable[Any], entry: Entry, event: str
+    ) -> Any:
+        result = await awaitable
+        self.ended(logging.DEBUG, event, entry)
+        return result
 
     @staticmethod
     def detach(entry: Entry) -> None:
@@ -428,7 +439,11 @@ def _transaction_listener(
 def _transaction_hooks(events: Events, entry: Entry) -> list[Callable[[], None]]:
     """Listen for SQLAlchemy transactions on this one session, if it is one."""
     module = sys.modules.get("sqlalchemy.orm.session")
-    if module is None or not isinstance(entry.obj, module.Session):
+    if module is None:
+        return []
+    # An AsyncSession runs its transactions on a plain Session it wraps.
+    target = getattr(entry.obj, "sync_session", entry.obj)
+    if not isinstance(target, module.Session):
         return []
     from sqlalchemy import event
 
@@ -439,6 +454,6 @@ def _transaction_hooks(events: Events, entry: Entry) -> list[Callable[[], None]]
         ("after_rollback", "session.rollback"),
     ):
         listener = _transaction_listener(events, entry, name)
-        event.listen(entry.obj, hook, listener)
-        removers.append(functools.partial(event.remove, entry.obj, hook, listener))
+        event.listen(target, hook, listener)
+        removers.append(functools.partial(event.remove, target, hook, listener))
     return removers

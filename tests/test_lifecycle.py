@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import io
 import json
@@ -283,3 +284,55 @@ def test_fork_child_starts_empty_and_leaves_parent_alone(pg_url: str) -> None:
     assert 1 == db.execute(sa.text("select count(*) from fork_probe")).scalar()
     db.remove()
     engine.dispose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+def test_fork_is_reported_in_the_child(engine: sa.Engine) -> None:
+    """The child reports registry.forked with the number of sessions it dropped."""
+    with capture_logs() as logs:
+        db = scoped_session(sessionmaker(engine), name="forky")
+        db()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            forked = [
+                {"event": e["event"], "dropped": e.get("dropped")}
+                for e in logs
+                if e["event"] == "registry.forked" and e.get("registry") == "forky"
+            ]
+            os.write(write, json.dumps(forked).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(pid, 0)
+        with os.fdopen(read) as pipe:
+            child = json.loads(pipe.read())
+        db.remove()
+    assert [{"event": "registry.forked", "dropped": 1}] == child
+    assert "registry.forked" not in events(logs)
+
+
+def test_async_session_events(tmp_path: Any) -> None:
+    """An AsyncSession reports its transaction, a finished close() and its removal."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    from scoped.asyncio import async_scoped_session
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}")
+
+    async def main() -> None:
+        db = async_scoped_session(async_sessionmaker(engine))
+        await db.execute(sa.text("select 1"))
+        await db.commit()
+        await db.close()
+        await db.remove()
+        await engine.dispose()
+
+    with capture_logs() as logs:
+        asyncio.run(main())
+    assert [
+        "session.created",
+        "session.begin",
+        "session.commit",
+        "session.closed",
+        "session.removed",
+    ] == events(logs)
