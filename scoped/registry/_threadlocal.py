@@ -48,7 +48,10 @@ class ThreadLocalRegistry(Registry[_T]):
         try:
             return self._storage.value  # type: ignore[no-any-return]
         except AttributeError:
-            return self._create_current()
+            pass
+        # Created outside the except block: a failing factory's traceback
+        # then has no lookup miss to hide, and no frame is spent hiding it.
+        return self._get_or_create(None)
 
     def has(self) -> bool:
         return hasattr(self._storage, "value")
@@ -60,7 +63,8 @@ class ThreadLocalRegistry(Registry[_T]):
     def remove(self) -> None:
         # The base class's remove(), fused for the default scope: one slot
         # lookup, no intermediate calls (it runs at every request teardown).
-        self._refuse_in_cleanup()
+        if self._cleaning:
+            self._refuse_in_cleanup()
         slot = self._storage.__dict__
         if "value" not in slot:
             return
