@@ -336,3 +336,33 @@ def test_async_session_events(tmp_path: Any) -> None:
         "session.closed",
         "session.removed",
     ] == events(logs)
+
+
+def test_stats_count_every_thread_including_finished_ones(engine: sa.Engine) -> None:
+    """Counts made by threads (and kept after they exit) add up exactly."""
+    db = scoped_session(sessionmaker(engine))
+
+    def work(removals: int, leave_one: bool) -> None:
+        for _ in range(removals):
+            db()
+            db.remove()
+        if leave_one:
+            db()
+
+    threads = [
+        threading.Thread(target=work, args=(5, index % 2 == 0)) for index in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    db()
+    gc.collect()
+    assert {"created": 45, "removed": 40, "cleaned_up": 4, "live": 1} == (
+        db.registry.stats()
+    )
+    with db.scope():
+        db()
+    assert {"created": 46, "removed": 41, "cleaned_up": 4, "live": 1} == (
+        db.registry.stats()
+    )

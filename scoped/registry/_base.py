@@ -198,6 +198,12 @@ class Registry(abc.ABC, Generic[_T]):
         with self._entries_lock:
             self._entries[id(entry)] = entry
             self._created += 1
+        self._announce(entry)
+        return entry
+
+    def _announce(self, entry: Entry) -> None:
+        """Log a new entry and run the leak checks, as configured."""
+        obj = entry.obj
         events = self.events
         if events.wants(logging.DEBUG):
             entry.logged = True
@@ -210,7 +216,14 @@ class Registry(abc.ABC, Generic[_T]):
             events.attach(entry)
         if self.leak_after is not None or self.max_scopes is not None:
             self._check_created(entry)
-        return entry
+
+    def _forget(self, entry: Entry) -> bool:
+        """Drop a removed entry and count it; tell whether it was live."""
+        with self._entries_lock:
+            if self._entries.pop(id(entry), None) is None:
+                return False
+            self._removed += 1
+        return True
 
     def _untrack(self, entry: Entry | None) -> bool:
         """Forget an entry whose scope ended; tell whether it was live (once)."""
@@ -231,10 +244,8 @@ class Registry(abc.ABC, Generic[_T]):
             return
         if entry.attached is not None:
             self.events.detach(entry)
-        with self._entries_lock:
-            if self._entries.pop(id(entry), None) is None:
-                return
-            self._removed += 1
+        if not self._forget(entry):
+            return
         if entry.logged:
             self.events.ended(logging.DEBUG, "session.removed", entry)
 
@@ -543,12 +554,17 @@ class Registry(abc.ABC, Generic[_T]):
     def stats(self) -> dict[str, int]:
         """Counters: ``created``, ``removed``, ``cleaned_up`` and ``live``."""
         with self._entries_lock:
+            created, removed = self._counted()
             return {
-                "created": self._created,
-                "removed": self._removed,
+                "created": created,
+                "removed": removed,
                 "cleaned_up": self._cleaned_up,
                 "live": len(self._entries),
             }
+
+    def _counted(self) -> tuple[int, int]:
+        """Sessions created and removed so far (called with the lock held)."""
+        return self._created, self._removed
 
     # -- fork -----------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable
@@ -43,6 +44,8 @@ class ThreadLocalRegistry(Registry[_T]):
         # options: close, events, leak_after, max_scopes (see Registry).
         super().__init__(createfunc, **options)
         self._storage = threading.local()
+        # Every live thread watcher, for stats(); weak so threads still end.
+        self._watches: weakref.WeakSet[_ThreadEnd] = weakref.WeakSet()
 
     def __call__(self) -> _T:
         try:
@@ -131,10 +134,45 @@ class ThreadLocalRegistry(Registry[_T]):
         watch: _ThreadEnd | None = slot.get("watch")
         if watch is None:
             watch = slot["watch"] = _ThreadEnd(self)
+            with self._entries_lock:
+                self._watches.add(watch)
         # The scope is the creating thread, which the entry names already.
-        watch.entry = self._track(obj, None, watch.thread)
+        # Only this thread touches its watcher, so it counts without a lock
+        # (and a dict store is atomic): stats() adds the watchers' counts.
+        entry = Entry(obj, None, watch.thread)
+        self._entries[id(entry)] = entry
+        watch.created += 1
+        watch.entry = entry
         slot["value"] = obj
+        self._announce(entry)
         return obj
+
+    def _forget(self, entry: Entry) -> bool:
+        if self._entries.pop(id(entry), None) is None:
+            return False
+        watch: _ThreadEnd | None = self._storage.__dict__.get("watch")
+        if watch is not None:
+            watch.removed += 1
+            return True
+        with self._entries_lock:
+            self._removed += 1
+        return True
+
+    def _counted(self) -> tuple[int, int]:
+        created, removed = self._created, self._removed
+        for watch in list(self._watches):
+            if not watch.folded:
+                created += watch.created
+                removed += watch.removed
+        return created, removed
+
+    def _fold(self, watch: _ThreadEnd) -> None:
+        """A thread's watcher is going away: keep its counts."""
+        with self._entries_lock:
+            if not watch.folded:
+                watch.folded = True
+                self._created += watch.created
+                self._removed += watch.removed
 
     def _slot(self) -> Hashable:
         return threading.get_ident()
@@ -178,13 +216,26 @@ class _ThreadEnd:
     weakly so that a discarded registry does not outlive its last thread.
     """
 
-    __slots__ = ("_registry", "entry", "thread")
+    __slots__ = (
+        "__weakref__",
+        "_pid",
+        "_registry",
+        "created",
+        "entry",
+        "folded",
+        "removed",
+        "thread",
+    )
 
     def __init__(self, registry: ThreadLocalRegistry[Any]) -> None:
         self._registry = weakref.ref(registry)
+        self._pid = os.getpid()
         self.entry: Entry | None = None
         #: The thread, looked up once for all the sessions it creates.
         self.thread = threading.current_thread()
+        #: This thread's sessions, counted here without a lock.
+        self.created = self.removed = 0
+        self.folded = False
 
     def detach(self) -> Entry | None:
         """Stop watching (the object was removed) and return the entry."""
@@ -192,7 +243,10 @@ class _ThreadEnd:
         return entry
 
     def __del__(self) -> None:
-        entry = self.entry
         registry = self._registry()
-        if entry is not None and registry is not None:
+        if registry is None or os.getpid() != self._pid:
+            return
+        entry = self.entry
+        if entry is not None:
             registry._scope_ended(entry)
+        registry._fold(self)
