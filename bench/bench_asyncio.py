@@ -37,7 +37,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from run import best_times, describe_machine, parse_timing, timing_arguments
+from run import (
+    Result,
+    best_times,
+    describe_machine,
+    parse_timing,
+    timing_arguments,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import async_scoped_session as sa_async_scoped_session
 
@@ -106,28 +112,6 @@ class AwaitTimer:
         raise RuntimeError(msg)
 
 
-@dataclass
-class Result:
-    """The best time per call of one row, in nanoseconds."""
-
-    row: Row
-    direct: float | None
-    sa: float
-    ours: float
-
-    @property
-    def ratio(self) -> float:
-        if self.direct is None:
-            return self.ours / self.sa
-        return (self.ours - self.direct) / (self.sa - self.direct)
-
-    @property
-    def verdict(self) -> str:
-        if not self.row.gated:
-            return "info"
-        return "PASS" if self.ratio <= TARGET else "FAIL"
-
-
 def _timer(row: Row, x: Any) -> Any:
     if row.awaited:
         return AwaitTimer(row.stmt, x)
@@ -170,6 +154,7 @@ async def measure(rounds: int, sample_s: float, seed: int) -> list[Result]:
             best["direct", row.label] if row.gated else None,
             best["sa", row.label],
             best["ours", row.label],
+            target=TARGET,
         )
         for row in ROWS
     ]
