@@ -219,10 +219,17 @@ class Registry(abc.ABC, Generic[_T]):
 
     def _forget(self, entry: Entry) -> bool:
         """Drop a removed entry and count it; tell whether it was live."""
+        return self._drop(entry, removed=True)
+
+    def _drop(self, entry: Entry, *, removed: bool) -> bool:
+        """Pop *entry* and count it as removed or cleaned up, exactly once."""
         with self._entries_lock:
             if self._entries.pop(id(entry), None) is None:
                 return False
-            self._removed += 1
+            if removed:
+                self._removed += 1
+            else:
+                self._cleaned_up += 1
         return True
 
     def _untrack(self, entry: Entry | None) -> bool:
@@ -231,15 +238,10 @@ class Registry(abc.ABC, Generic[_T]):
             return False
         if entry.attached is not None:
             self.events.detach(entry)
-        with self._entries_lock:
-            if self._entries.pop(id(entry), None) is None:
-                return False
-            self._cleaned_up += 1
-        return True
+        return self._drop(entry, removed=False)
 
     def _discarded(self, entry: Entry | None) -> None:
         """An object left its scope through ``clear()`` (or ``remove()``)."""
-        # _untrack() inlined: this runs on every removal.
         if entry is None:
             return
         if entry.attached is not None:

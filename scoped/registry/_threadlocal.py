@@ -148,14 +148,13 @@ class ThreadLocalRegistry(Registry[_T]):
         return obj
 
     def _forget(self, entry: Entry) -> bool:
+        watch: _ThreadEnd | None = self._storage.__dict__.get("watch")
+        if watch is None:
+            return super()._forget(entry)
+        # This thread's own counter: no lock (see _get_or_create).
         if self._entries.pop(id(entry), None) is None:
             return False
-        watch: _ThreadEnd | None = self._storage.__dict__.get("watch")
-        if watch is not None:
-            watch.removed += 1
-            return True
-        with self._entries_lock:
-            self._removed += 1
+        watch.removed += 1
         return True
 
     def _counted(self) -> tuple[int, int]:
