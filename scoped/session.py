@@ -280,6 +280,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
             registry.lookup,
             registry.lookup_misses,
             miss_test=registry.lookup_miss_test,
+            calls_python=registry.lookup_calls_python,
         )
         return proxy_class(base, target, lookup, **(options or {}))
 

@@ -9,6 +9,7 @@ raises a C-level ``LookupError`` in a fresh context.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import gc
 import importlib.util
@@ -83,7 +84,12 @@ SCOPES = [
         Scope(lambda: functools.partial(threading.get_ident), "keyed"), id="keyed"
     ),
     pytest.param(
-        Scope(lambda: scopes.objects(threading.current_thread), "identity"),
+        # A partial: C code between the lookup and the Python function, as
+        # scope functions written in Python get Python properties.
+        Scope(
+            lambda: scopes.objects(functools.partial(threading.current_thread)),
+            "identity",
+        ),
         id="identity",
     ),
     pytest.param(Scope(lambda: scopes.context, "identity"), id="context"),
@@ -230,9 +236,11 @@ def test_a_replaced_registry_is_followed(compiled: bool) -> None:
 
 # -- errors of the scope function -------------------------------------------
 
+# The scope functions below are Python code, which would get Python
+# properties; a partial puts C code in front, so the compiled lookup calls it.
 WRAPPERS = [
-    pytest.param(lambda func: func, id="keyed"),
-    pytest.param(scopes.objects, id="identity"),
+    pytest.param(functools.partial, id="keyed"),
+    pytest.param(lambda func: scopes.objects(functools.partial(func)), id="identity"),
 ]
 
 ACCESSES = [
@@ -276,9 +284,10 @@ def test_an_unhashable_key_is_a_clear_type_error(
     def listing() -> list[int]:
         return [1]
 
-    made = _proxy(compiled, listing)
+    # Through a partial, so that the compiled lookup is the one calling it.
+    made = _proxy(compiled, functools.partial(listing))
 
-    unhashable = r"listing returned an unhashable scope key of type 'list'"
+    unhashable = r"listing.* returned an unhashable scope key of type 'list'"
     with pytest.raises(TypeError, match=unhashable):
         access(made.db)
 
@@ -394,6 +403,53 @@ def test_each_choice_gets_its_own_generated_class(
     assert python is not compiled
     assert isinstance(python.__dict__["value"], property)
     assert type(compiled.__dict__["value"]) is COMPILED
+
+
+REQUEST: contextvars.ContextVar[int] = contextvars.ContextVar("request", default=1)
+
+
+class _Scopes:
+    def key(self) -> int:
+        return 1
+
+
+def _python_key() -> int:
+    return threading.get_ident()
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    "scopefunc",
+    [_python_key, lambda: 1, _Scopes().key, scopes.objects(threading.current_thread)],
+    ids=["function", "lambda", "bound method", "objects(function)"],
+)
+def test_a_scope_function_written_in_python_keeps_python_properties(
+    monkeypatch: pytest.MonkeyPatch, scopefunc: Callable[[], Any]
+) -> None:
+    """C would call it through a fresh interpreter entry; a getter calls it inline."""
+    monkeypatch.setattr(_codegen, "SPEEDUPS", True)
+    db = scoped_session(Target, scopefunc, log=False)
+
+    assert db.registry.lookup_calls_python
+    assert isinstance(inspect.getattr_static(type(db), "value"), property)
+    db.value = 5
+    assert 5 == db.value
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    "scopefunc",
+    [functools.partial(threading.get_ident), REQUEST.get, scopes.context],
+    ids=["partial", "ContextVar.get", "context"],
+)
+def test_a_scope_function_in_c_gets_compiled_attributes(
+    monkeypatch: pytest.MonkeyPatch, scopefunc: Callable[[], Any]
+) -> None:
+    monkeypatch.setattr(_codegen, "SPEEDUPS", True)
+    db = scoped_session(Target, scopefunc, log=False)
+
+    assert not db.registry.lookup_calls_python
+    assert type(inspect.getattr_static(type(db), "value")) is COMPILED
 
 
 def _speedups_flag(environ: dict[str, str]) -> str:

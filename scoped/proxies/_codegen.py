@@ -89,6 +89,11 @@ class Lookup:
     never for the same exception type raised by the object being forwarded
     to. With it, members forward from inside the ``try`` (the fastest
     layout); without it, the ``try`` covers the lookup alone.
+
+    *calls_python* says that the lookup calls a function written in Python.
+    Compiled descriptors then stay out: C code calls it through a fresh
+    interpreter entry, which costs more than the property a Python getter
+    saves, while a generated getter calls it inline.
     """
 
     expression: str
@@ -97,6 +102,7 @@ class Lookup:
     storage: str = "_scoped_storage"
     scopefunc: str = "_scoped_scopefunc"
     miss_test: str | None = None
+    calls_python: bool = False
 
 
 @dataclass
@@ -117,7 +123,7 @@ class Plan:
     def compiled_kind(self) -> str | None:
         """The C descriptor's name for this plan's lookup, or ``None``."""
         lookup = self.lookup
-        if not self.speedups or _compiled_attribute is None:
+        if not self.speedups or _compiled_attribute is None or lookup.calls_python:
             return None
         if (lookup.storage, lookup.scopefunc, lookup.fallback) != (
             "_scoped_storage",

@@ -136,6 +136,8 @@ class ScopedRegistry(Registry[_T]):
         #: hot path. ``_scopefunc`` is what proxies call on every access.
         self._checked_scopefunc = scopefunc
         self._scopefunc = scope.fast() if scope is not None else scopefunc
+        fast = self._scopefunc
+        self.lookup_calls_python = inspect.isfunction(fast) or inspect.ismethod(fast)  # type: ignore[misc]
         # Scopes whose keys are objects compared by identity are stored by
         # id(): a C-level lookup that does not keep the object alive. Their
         # end is noticed by a weak reference, which fires before the id can
