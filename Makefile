@@ -18,7 +18,7 @@ help:
 	@echo "make lint      ruff + mypy --strict"
 	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
-	@echo "make bench-all every benchmark in bench/ (scopes, logging, asyncio, web, report)"
+	@echo "make bench-all every benchmark in bench/ (scope functions, scopes, logging, asyncio, web, report)"
 	@echo "make docs      build the Sphinx documentation"
 
 # Installing also compiles the optional C extension in place, hence its source.
@@ -67,6 +67,7 @@ bench: $(BIN)/.installed
 
 # Every benchmark, one after another (several minutes on a 2-core machine).
 bench-all: bench
+	$(BIN)/python bench/bench_scopefuncs.py
 	$(BIN)/python bench/bench_scopes.py
 	$(BIN)/python bench/bench_logging.py
 	$(BIN)/python bench/bench_asyncio.py

@@ -1,17 +1,18 @@
 """Per-call overhead of scoped's proxies against SQLAlchemy's scoped_session.
 
-One process, one SQLAlchemy ``Session`` behind four proxies: SQLAlchemy's
-``scoped_session`` and ours, each with the thread-local registry and with a
-custom ``scopefunc`` (``threading.get_ident``). For every row the same
-statement is timed on the session itself ("direct") and on each proxy; the
-overhead is the proxy's time minus the direct time. Every timer is sampled in
-a shuffled order on every round (interleaved), and each keeps its best
-sample (best of N), which is the least disturbed by other work on the
-machine.
+One process, one SQLAlchemy ``Session`` behind a pair of proxies per scope:
+SQLAlchemy's ``scoped_session`` and ours, with the thread-local registry and
+with custom scope functions that reach each of scoped's two registries. For
+every row the same statement is timed on the session itself ("direct") and on
+each proxy; the overhead is the proxy's time minus the direct time. Every
+timer is sampled in a shuffled order on every round (interleaved), and each
+keeps its best sample (best of N), which is the least disturbed by other work
+on the machine.
 
 A row passes when our overhead is at most 0.4 times SQLAlchemy's. The
 ``registry()`` and ``db()`` rows time the whole lookup (there is no direct
-equivalent); they are shown for information.
+equivalent); they are shown for information. ``bench_scopefuncs.py`` times
+other common scope functions the same way.
 
 Usage: ``python bench/run.py [--rounds N] [--sample-ms MS] [--markdown] [--strict]``
 """
@@ -61,30 +62,33 @@ SCOPES: dict[str, Callable[[], Any] | None] = {
 
 @dataclass(frozen=True)
 class Row:
-    """One line of the table: a statement on ``x``, timed per proxy."""
+    """One line of the table: a statement on ``x``, timed per proxy.
+
+    *whole* rows time the whole statement (it has no direct equivalent on the
+    session); the others time the overhead over the direct statement.
+    """
 
     member: str
     stmt: str
     scope: str
     gated: bool = True
+    whole: bool = False
 
     @property
     def label(self) -> str:
         return f"{self.member:<11} {self.scope}"
 
 
+MEMBERS = (
+    ("rollback()", "x.rollback()"),
+    ("autoflush", "x.autoflush"),
+    ("get_bind()", "x.get_bind()"),
+)
+
 ROWS = [
+    *(Row(member, stmt, scope) for member, stmt in MEMBERS for scope in SCOPES),
     *(
-        Row(member, stmt, scope)
-        for member, stmt in (
-            ("rollback()", "x.rollback()"),
-            ("autoflush", "x.autoflush"),
-            ("get_bind()", "x.get_bind()"),
-        )
-        for scope in SCOPES
-    ),
-    *(
-        Row(member, stmt, scope, gated=False)
+        Row(member, stmt, scope, gated=False, whole=True)
         for member, stmt in (("registry()", "x.registry()"), ("db()", "x()"))
         for scope in SCOPES
     ),
@@ -121,7 +125,7 @@ class Result:
 
     @property
     def ratio(self) -> float:
-        # Gated rows compare overheads; the lookup rows, whole times.
+        # Rows compare overheads; whole rows, whole times.
         if self.direct is None:
             return self.ours / self.sa
         return (self.ours - self.direct) / (self.sa - self.direct)
@@ -134,11 +138,13 @@ class Result:
 
 
 def _proxies(
-    factory: sessionmaker[Session], session: Session
+    factory: sessionmaker[Session],
+    session: Session,
+    scopes: dict[str, Callable[[], Any] | None],
 ) -> dict[tuple[str, str], Any]:
     """Both libraries' proxies per scope, each holding *session* right now."""
     proxies: dict[tuple[str, str], Any] = {}
-    for scope, scopefunc in SCOPES.items():
+    for scope, scopefunc in scopes.items():
         proxies["sa", scope] = sa_scoped_session(factory, scopefunc)
         # Lifecycle events fire on creation and removal only, never per call;
         # switched off so that setting the session prints nothing.
@@ -189,16 +195,22 @@ class Run:
     registries: str  # which registry class serves each scope in scoped
 
 
-def measure(rounds: int, sample_s: float, seed: int) -> Run:
-    """Time every row."""
+def measure(
+    rounds: int,
+    sample_s: float,
+    seed: int,
+    rows: Sequence[Row] = ROWS,
+    scopes: dict[str, Callable[[], Any] | None] = SCOPES,
+) -> Run:
+    """Time every row of *rows*, whose scopes are named in *scopes*."""
     started = time.perf_counter()
     factory = sessionmaker(create_engine("sqlite://"))
     session = factory()
-    proxies = _proxies(factory, session)
+    proxies = _proxies(factory, session, scopes)
 
     timers: dict[tuple[str, str], timeit.Timer] = {}
-    for row in ROWS:
-        if row.gated:
+    for row in rows:
+        if not row.whole:
             timers["direct", row.stmt] = timeit.Timer(row.stmt, globals={"x": session})
         for lib in ("sa", "ours"):
             proxy = proxies[lib, row.scope]
@@ -208,17 +220,17 @@ def measure(rounds: int, sample_s: float, seed: int) -> Run:
     finally:
         session.close()
     registries = ", ".join(
-        f"{scope}: {type(proxies['ours', scope].registry).__name__}" for scope in SCOPES
+        f"{scope}: {type(proxies['ours', scope].registry).__name__}" for scope in scopes
     )
 
     results = [
         Result(
             row,
-            best["direct", row.stmt] if row.gated else None,
+            None if row.whole else best["direct", row.stmt],
             best["sa", row.label],
             best["ours", row.label],
         )
-        for row in ROWS
+        for row in rows
     ]
     return Run(results, time.perf_counter() - started, registries)
 
@@ -282,8 +294,13 @@ def _cells(result: Result) -> tuple[str, ...]:
 
 def render_text(results: list[Result]) -> str:
     """The table as aligned plain text."""
-    lines = [HEADERS, *(_cells(r) for r in results)]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS))]
+    return format_table(HEADERS, [_cells(r) for r in results])
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain-text columns: the first left-aligned, the others right-aligned."""
+    lines = [tuple(headers), *(tuple(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
 
     def fmt(cells: tuple[str, ...]) -> str:
         first = cells[0].ljust(widths[0])
@@ -291,14 +308,19 @@ def render_text(results: list[Result]) -> str:
         rest = (cell.rjust(width) for cell, width in pairs)
         return "  ".join([first, *rest])
 
-    rule = "-" * len(fmt(HEADERS))
-    return "\n".join([fmt(HEADERS), rule, *(fmt(c) for c in lines[1:])])
+    rule = "-" * len(fmt(lines[0]))
+    return "\n".join([fmt(lines[0]), rule, *(fmt(c) for c in lines[1:])])
 
 
 def render_markdown(results: list[Result]) -> str:
     """The table as Markdown, for docs/performance.md."""
-    align = ["---", *["---:"] * (len(HEADERS) - 1)]
-    lines = [HEADERS, tuple(align), *(_cells(r) for r in results)]
+    return format_markdown(HEADERS, [_cells(r) for r in results])
+
+
+def format_markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table: the first column left-aligned, the others right."""
+    align = ["---", *["---:"] * (len(headers) - 1)]
+    lines = [tuple(headers), tuple(align), *(tuple(row) for row in rows)]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 

@@ -21,7 +21,14 @@ import threading
 import timeit
 from typing import Any
 
-from run import _proxies, best_times, describe_machine, parse_timing, timing_arguments
+from run import (
+    SCOPES,
+    _proxies,
+    best_times,
+    describe_machine,
+    parse_timing,
+    timing_arguments,
+)
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
@@ -181,7 +188,7 @@ def main() -> None:
 
     factory = sessionmaker(create_engine("sqlite://"))
     session = factory()
-    proxies = _proxies(factory, session)
+    proxies = _proxies(factory, session, SCOPES)
     subjects = variants(proxies)
     local = threading.local()
     local.value = session
