@@ -478,6 +478,92 @@ def test_async_scope_blocks_in_tasks(engine: sa.Engine, held: Held) -> None:
     )
 
 
+def test_a_task_that_ends_inside_a_scope_block_leaves_nothing(
+    engine: sa.Engine, held: Held
+) -> None:
+    """A block never left (its task ended first) closes both sessions and
+    keeps nothing alive: not the task, not the session it set aside."""
+    db = scoped_session(sessionmaker(engine), scopes.task)
+    sessions: list[weakref.ref[Session]] = []
+
+    async def abandoned() -> None:
+        sessions.append(weakref.ref(query(db)))
+        db.scope().__enter__()  # never left
+        sessions.append(weakref.ref(query(db)))
+
+    async def main() -> weakref.ref[asyncio.Task[None]]:
+        task = asyncio.create_task(abandoned())
+        await task
+        await asyncio.sleep(0)  # the done callbacks
+        return weakref.ref(task)
+
+    task = asyncio.run(main())
+    gc.collect()
+
+    assert task() is None
+    assert [None, None] == [ref() for ref in sessions]
+    assert (0, 0) == held(db, engine)
+    assert {"created": 2, "removed": 0, "cleaned_up": 2, "live": 0} == (
+        db.registry.stats()
+    )
+
+
+def test_a_greenlet_that_finishes_inside_a_scope_block_leaves_nothing(
+    engine: sa.Engine, held: Held
+) -> None:
+    db = scoped_session(sessionmaker(engine), scopes.greenlet)
+
+    def abandoned() -> None:
+        query(db)
+        db.scope().__enter__()  # never left
+        query(db)
+
+    worker = greenlet.greenlet(abandoned)
+    worker.switch()
+    assert worker.dead
+    del worker
+    gc.collect()
+
+    assert (0, 0) == held(db, engine)
+    assert 2 == db.registry.stats()["cleaned_up"]
+
+
+def test_a_thread_that_exits_inside_a_scope_block_leaves_nothing(
+    engine: sa.Engine, held: Held
+) -> None:
+    db = scoped_session(sessionmaker(engine))
+
+    def abandoned() -> None:
+        query(db)
+        db.scope().__enter__()  # never left
+        query(db)
+
+    thread = threading.Thread(target=abandoned)
+    thread.start()
+    thread.join()
+    gc.collect()
+
+    assert (0, 0) == held(db, engine)
+    assert 2 == db.registry.stats()["cleaned_up"]
+
+
+def test_a_request_collected_inside_a_scope_block_leaves_nothing(
+    engine: sa.Engine, held: Held
+) -> None:
+    """The block set the request's session aside and made none of its own."""
+    current: list[Request] = [Request()]
+    db = scoped_session(sessionmaker(engine), scopes.objects(lambda: current[0]))
+    outer = weakref.ref(query(db))
+    db.scope().__enter__()  # never left
+
+    current[0] = Request()
+    gc.collect()
+
+    assert outer() is None
+    assert (0, 0) == held(db, engine)
+    assert 1 == db.registry.stats()["cleaned_up"]
+
+
 def test_concurrent_requests_in_context_scope_blocks(
     engine: sa.Engine, held: Held
 ) -> None:

@@ -11,12 +11,17 @@ from typing import Any, ClassVar, TypeVar
 
 from scoped.errors import AlreadyPresentError, require_callable
 from scoped.lifecycle import Entry, bounded_repr
-from scoped.registry._base import MISSING, Registry, _Missing
+from scoped.registry._base import MISSING, Frame, Registry, _Missing
 from scoped.scopes import Scope
 
 __all__ = ["ScopedRegistry"]
 
 _T = TypeVar("_T")
+
+
+def _sets_aside(frame: Frame, entry: Entry | None) -> bool:
+    """Whether the ``scope()`` block *frame* set aside the object of *entry*."""
+    return entry is not None and frame.saved is not None and frame.saved[2] is entry
 
 
 class _Creation:
@@ -154,7 +159,7 @@ class ScopedRegistry(Registry[_T]):
         self._lock = threading.RLock()
         self._creating: dict[Hashable, _Creation] = {}
         self._key_entries: dict[Hashable, Entry] = {}
-        self._frames: dict[Hashable, list[Any]] = {}
+        self._frames: dict[Hashable, list[Frame]] = {}
         # How to cancel the scope's watch of each live entry (by id()), for
         # scopes that watch with callbacks: a long-lived task that creates
         # and removes many sessions must not pile up done callbacks that
@@ -288,15 +293,32 @@ class ScopedRegistry(Registry[_T]):
         self._ended(key, None)
 
     def _ended(self, stored: Hashable, entry: Entry | None) -> None:
-        """The scope of *stored* ended: clean up whatever it still holds."""
+        """The scope of *stored* ended: clean up whatever it still holds.
+
+        That is its current object and, when a ``scope()`` block in it was
+        never left, the objects such blocks set aside (each scope end is
+        noticed once per object, in no set order). A call about an object
+        the scope no longer holds changes nothing.
+        """
         with self._lock:
+            ended: list[Entry] = []
             current = self._key_entries.get(stored)
-            if current is None or (entry is not None and current is not entry):
-                return
-            del self._key_entries[stored]
-            self._storage.pop(stored, None)
-            self._unwatch.pop(id(current), None)
-        self._scope_ended(current)
+            if current is not None and (entry is None or current is entry):
+                del self._key_entries[stored]
+                self._storage.pop(stored, None)
+                ended.append(current)
+            frames = self._frames.get(stored, ())
+            # Without an entry, the scope's object was collected: it ended.
+            if ended or entry is None or any(_sets_aside(f, entry) for f in frames):
+                # No block of an ended scope can be left any more.
+                for frame in self._frames.pop(stored, ()):
+                    if frame.saved is not None:
+                        ended.append(frame.saved[2])
+                        frame.saved = None
+            for gone in ended:
+                self._unwatch.pop(id(gone), None)
+        for gone in ended:
+            self._scope_ended(gone)
 
     def _slot(self) -> Hashable:
         return self.key()
