@@ -4,17 +4,21 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# A second environment pins the oldest supported SQLAlchemy series (2.0).
+# A second environment pins the oldest supported SQLAlchemy series (2.0),
+# and a third its oldest supported release (CI runs it).
 VENV20 ?= .venv-sa20
 SA20 ?= sqlalchemy>=2.0.35,<2.1
+VENV_FLOOR ?= .venv-sa-floor
+SA_FLOOR ?= sqlalchemy==2.0.35
 
-.PHONY: help install demo test test-sa21 test-sa20 test-pure lint typecheck \
+.PHONY: help install demo test test-sa21 test-sa20 test-sa-floor test-pure lint typecheck \
         proxies check-proxies bench bench-all docs clean
 
 help:
 	@echo "make demo      run the demo workload on an embedded SQLite file"
 	@echo "make test      install everything and run the test suite (SQLAlchemy 2.1 and 2.0)"
 	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
+	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
 	@echo "make lint      ruff + mypy --strict"
 	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
@@ -36,6 +40,12 @@ $(VENV20)/bin/.installed: pyproject.toml scoped/_speedups.c
 	$(VENV20)/bin/python -m pip install --quiet -e '.[dev]' '$(SA20)'
 	touch $@
 
+$(VENV_FLOOR)/bin/.installed: pyproject.toml scoped/_speedups.c
+	$(PYTHON) -m venv $(VENV_FLOOR)
+	$(VENV_FLOOR)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_FLOOR)/bin/python -m pip install --quiet -e '.[dev]' '$(SA_FLOOR)'
+	touch $@
+
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
@@ -48,6 +58,9 @@ test-sa21: $(BIN)/.installed
 
 test-sa20: $(VENV20)/bin/.installed
 	$(VENV20)/bin/python -m pytest
+
+test-sa-floor: $(VENV_FLOOR)/bin/.installed
+	$(VENV_FLOOR)/bin/python -m pytest
 
 test-pure: $(BIN)/.installed
 	SCOPED_NO_EXTENSIONS=1 $(BIN)/python -m pytest
@@ -78,5 +91,5 @@ docs: $(BIN)/.installed
 	$(BIN)/sphinx-build -n -W -b html docs docs/_build/html
 
 clean:
-	rm -rf $(VENV) $(VENV20) docs/_build .mypy_cache .ruff_cache .pytest_cache \
+	rm -rf $(VENV) $(VENV20) $(VENV_FLOOR) docs/_build .mypy_cache .ruff_cache .pytest_cache \
 	  build *.egg-info scoped/*.so

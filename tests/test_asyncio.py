@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, NullPool
 from structlog.testing import capture_logs
 
 import scoped
@@ -92,7 +92,9 @@ async def scoped_on(
     *app* tags PostgreSQL connections. The engine is disposed on the way
     out, also when the test fails.
     """
-    options: dict[str, Any] = {}
+    # Named, since SQLAlchemy 2.0.35 still gives aiosqlite files a NullPool,
+    # which keeps no count of checked-out connections.
+    options: dict[str, Any] = {"poolclass": AsyncAdaptedQueuePool}
     if app is not None:
         options["connect_args"] = {"server_settings": {"application_name": app}}
     engine = create_async_engine(url, **options)

@@ -17,6 +17,7 @@ from fastapi import BackgroundTasks, Depends, FastAPI
 from models import User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.middleware import Middleware
@@ -505,7 +506,11 @@ def test_dependency_is_made_once_per_scoped_session(engine: sa.Engine) -> None:
 @pytest.fixture
 def async_db(engine: sa.Engine) -> Iterator[async_scoped_session[AsyncSession]]:
     """Task-scoped AsyncSessions on the test database, through aiosqlite."""
-    async_engine = create_async_engine(engine.url.set(drivername="sqlite+aiosqlite"))
+    # Named, since SQLAlchemy 2.0.35 still gives aiosqlite files a NullPool,
+    # which keeps no count of checked-out connections.
+    async_engine = create_async_engine(
+        engine.url.set(drivername="sqlite+aiosqlite"), poolclass=AsyncAdaptedQueuePool
+    )
     yield async_scoped_session(async_sessionmaker(async_engine))
     asyncio.run(async_engine.dispose())
 
