@@ -617,12 +617,15 @@ def test_leaving_a_scope_from_another_thread(engine: sa.Engine) -> None:
         except RuntimeError as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=leave)
+    thread = threading.Thread(target=leave, name="worker-1")
     thread.start()
     thread.join()
 
     [error] = errors
-    assert "leave it in the thread or task that opened it" in str(error)
+    assert (
+        "a scope opened in thread 'MainThread' cannot be left from thread "
+        "'worker-1': leave it in the thread or task that opened it"
+    ) == str(error)
     assert before == db.registry.stats()
     assert inner is db()
     assert inner.in_transaction()
@@ -650,11 +653,18 @@ def test_leaving_a_scope_from_another_task(engine: sa.Engine) -> None:
             assert outer is db()
             return outer, inner
 
-        task = asyncio.create_task(opener())
+        task = asyncio.create_task(opener(), name="request-7")
         await opened.wait()
         before = db.registry.stats()
-        with pytest.raises(RuntimeError, match="thread or task that opened it"):
+        # Named by the scope, not by the repr of a whole task.
+        here = asyncio.current_task()
+        assert here is not None
+        with pytest.raises(RuntimeError) as raised:
             await block.__aexit__(None, None, None)
+        assert (
+            "a scope opened in task scope request-7 cannot be left from task "
+            f"scope {here.get_name()}: leave it in the thread or task that opened it"
+        ) == str(raised.value)
         assert before == db.registry.stats()
         tried.set()
         return await task

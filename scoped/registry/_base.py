@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from scoped.errors import describe, require_callable
-from scoped.lifecycle import Entry, Events
+from scoped.lifecycle import Entry, Events, bounded_repr
 
 __all__ = ["MISSING", "Registry"]
 
@@ -495,6 +495,10 @@ class Registry(abc.ABC, Generic[_T]):
     def _put(self, saved: Any) -> None:
         """Reattach what :meth:`_take` detached."""
 
+    def _scope_label(self) -> str:
+        """Name the current scope in an error message."""
+        return bounded_repr(self._slot())
+
     def _open_scope(self) -> Any:
         """Let the scope open a fresh key for :meth:`push`, if it can."""
         return None
@@ -511,7 +515,8 @@ class Registry(abc.ABC, Generic[_T]):
         """
         opened = self._open_scope()
         slot = self._slot()
-        frame = Frame(slot, None if opened is not None else self._take(), opened)
+        saved = None if opened is not None else self._take()
+        frame = Frame(slot, saved, opened, self._scope_label())
         stack = self._frame_stack(slot, create=True)
         assert stack is not None
         stack.append(frame)
@@ -526,8 +531,9 @@ class Registry(abc.ABC, Generic[_T]):
         slot = self._slot()
         if slot != frame.slot:
             msg = (
-                f"a scope opened in {frame.slot!r} cannot be left from "
-                f"{slot!r}: leave it in the thread or task that opened it"
+                f"a scope opened in {frame.label} cannot be left from "
+                f"{self._scope_label()}: leave it in the thread or task that "
+                "opened it"
             )
             raise RuntimeError(msg)
         stack = self._frame_stack(slot, create=False)
@@ -595,14 +601,18 @@ class Registry(abc.ABC, Generic[_T]):
 
 
 class Frame:
-    """One open :meth:`Registry.push`: where, what it set aside or opened."""
+    """One open :meth:`Registry.push`: where, what it set aside or opened,
+    and how errors name its scope."""
 
-    __slots__ = ("opened", "saved", "slot")
+    __slots__ = ("label", "opened", "saved", "slot")
 
-    def __init__(self, slot: Hashable, saved: Any, opened: Any = None) -> None:
+    def __init__(
+        self, slot: Hashable, saved: Any, opened: Any = None, label: str = ""
+    ) -> None:
         self.slot = slot
         self.saved = saved
         self.opened = opened
+        self.label = label or bounded_repr(slot)
 
 
 #: Registries alive in this process, so that a fork can reset them all.

@@ -323,6 +323,12 @@ class ScopedRegistry(Registry[_T]):
     def _slot(self) -> Hashable:
         return self.key()
 
+    def _scope_label(self) -> str:
+        raw = self._keys()[1]
+        scope = self._scope
+        named = bounded_repr(raw) if scope is None else scope.describe(raw)
+        return f"{self.scope_kind} scope {named}"
+
     def _open_scope(self) -> Any:
         return None if self._scope is None else self._scope.open()
 

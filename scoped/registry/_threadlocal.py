@@ -176,6 +176,9 @@ class ThreadLocalRegistry(Registry[_T]):
     def _slot(self) -> Hashable:
         return threading.get_ident()
 
+    def _scope_label(self) -> str:
+        return f"thread {threading.current_thread().name!r}"
+
     def _frame_stack(self, slot: Hashable, *, create: bool) -> list[Any] | None:
         if create:
             return self._storage.__dict__.setdefault("frames", [])  # type: ignore[no-any-return]
