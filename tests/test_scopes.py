@@ -508,39 +508,37 @@ def test_a_task_that_ends_inside_a_scope_block_leaves_nothing(
     )
 
 
-def test_a_greenlet_that_finishes_inside_a_scope_block_leaves_nothing(
-    engine: sa.Engine, held: Held
-) -> None:
-    db = scoped_session(sessionmaker(engine), scopes.greenlet)
-
-    def abandoned() -> None:
-        query(db)
-        db.scope().__enter__()  # never left
-        query(db)
-
-    worker = greenlet.greenlet(abandoned)
+def _in_greenlet(func: Callable[[], None]) -> None:
+    worker = greenlet.greenlet(func)
     worker.switch()
     assert worker.dead
-    del worker
-    gc.collect()
-
-    assert (0, 0) == held(db, engine)
-    assert 2 == db.registry.stats()["cleaned_up"]
 
 
-def test_a_thread_that_exits_inside_a_scope_block_leaves_nothing(
-    engine: sa.Engine, held: Held
+def _in_thread(func: Callable[[], None]) -> None:
+    thread = threading.Thread(target=func)
+    thread.start()
+    thread.join()
+
+
+@pytest.mark.parametrize(
+    ("scopefunc", "run"),
+    [(scopes.greenlet, _in_greenlet), (None, _in_thread)],
+    ids=["greenlet", "thread"],
+)
+def test_a_scope_that_ends_inside_a_scope_block_leaves_nothing(
+    engine: sa.Engine,
+    held: Held,
+    scopefunc: Callable[[], Any] | None,
+    run: Callable[[Callable[[], None]], None],
 ) -> None:
-    db = scoped_session(sessionmaker(engine))
+    db = scoped_session(sessionmaker(engine), scopefunc)
 
     def abandoned() -> None:
         query(db)
         db.scope().__enter__()  # never left
         query(db)
 
-    thread = threading.Thread(target=abandoned)
-    thread.start()
-    thread.join()
+    run(abandoned)
     gc.collect()
 
     assert (0, 0) == held(db, engine)
