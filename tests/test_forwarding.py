@@ -6,6 +6,7 @@ import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import pytest
 import sqlalchemy as sa
@@ -111,6 +112,58 @@ def test_session_get_forwards_as_sqlalchemy_pins_it(
     defaults = {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY}
     assert [("get", ("Cls", 5), defaults)] == db().calls
     assert {"options", "populate_existing", "with_for_update"} <= defaults.keys()
+
+
+class EagerSession(Session):
+    """Overrides a default of ``Session.get``."""
+
+    def get(  # type: ignore[override]
+        self, entity: Any, ident: Any, *, populate_existing: bool = True, **kw: Any
+    ) -> Any:
+        return populate_existing
+
+
+def test_a_subclass_override_keeps_its_own_defaults(engine: sa.Engine) -> None:
+    """Proxies follow the factory's class: its override's defaults apply (a
+    proxy shaped like Session.get would pass populate_existing=False)."""
+    db = scoped_session(sessionmaker(engine, class_=EagerSession))
+
+    assert db.get("Cls", 5) is True
+    assert inspect.signature(EagerSession.get) == inspect.signature(type(db).get)
+    db.remove()
+
+
+def _sqlalchemy_methods() -> list[str]:
+    """The methods SQLAlchemy's scoped_session proxies, dunders aside."""
+    own = {"configure", "query_property", "remove"}
+    return sorted(
+        name
+        for name, member in vars(sa.orm.scoped_session).items()
+        if inspect.isfunction(member) and not name.startswith("_") and name not in own
+    )
+
+
+@pytest.mark.parametrize("name", _sqlalchemy_methods())
+def test_calls_reach_the_session_as_sqlalchemys_proxies_send_them(name: str) -> None:
+    """With the required arguments only, both proxies make the same call."""
+    method = vars(sa.orm.scoped_session)[name]
+    positional = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
+    required = [
+        p
+        for p in list(inspect.signature(method).parameters.values())[1:]
+        if p.default is p.empty and p.kind in positional
+    ]
+    args = [f"arg{i}" for i in range(len(required))]
+    theirs, ours = mock.Mock(), mock.Mock()
+
+    getattr(sa.orm.scoped_session(lambda: theirs), name)(*args)
+    getattr(scoped_session(lambda: ours, log=False), name)(*args)
+
+    assert theirs.mock_calls == ours.mock_calls
+    assert 1 == len(ours.mock_calls)
 
 
 @pytest.mark.parametrize("scopefunc", SCOPES)
