@@ -495,9 +495,12 @@ class Registry(abc.ABC, Generic[_T]):
     def _put(self, saved: Any) -> None:
         """Reattach what :meth:`_take` detached."""
 
-    def _scope_label(self) -> str:
-        """Name the current scope in an error message."""
-        return bounded_repr(self._slot())
+    def _describe_slot(self, slot: Hashable) -> str:
+        """Name the scope of *slot* (see :meth:`_slot`) in an error message.
+
+        Only errors call it, so :meth:`push` pays nothing for it.
+        """
+        return bounded_repr(slot)
 
     def _open_scope(self) -> Any:
         """Let the scope open a fresh key for :meth:`push`, if it can."""
@@ -515,8 +518,7 @@ class Registry(abc.ABC, Generic[_T]):
         """
         opened = self._open_scope()
         slot = self._slot()
-        saved = None if opened is not None else self._take()
-        frame = Frame(slot, saved, opened, self._scope_label())
+        frame = Frame(slot, None if opened is not None else self._take(), opened)
         stack = self._frame_stack(slot, create=True)
         assert stack is not None
         stack.append(frame)
@@ -531,9 +533,9 @@ class Registry(abc.ABC, Generic[_T]):
         slot = self._slot()
         if slot != frame.slot:
             msg = (
-                f"a scope opened in {frame.label} cannot be left from "
-                f"{self._scope_label()}: leave it in the thread or task that "
-                "opened it"
+                f"a scope opened in {self._describe_slot(frame.slot)} cannot be "
+                f"left from {self._describe_slot(slot)}: leave it in the thread "
+                "or task that opened it"
             )
             raise RuntimeError(msg)
         stack = self._frame_stack(slot, create=False)
@@ -601,18 +603,14 @@ class Registry(abc.ABC, Generic[_T]):
 
 
 class Frame:
-    """One open :meth:`Registry.push`: where, what it set aside or opened,
-    and how errors name its scope."""
+    """One open :meth:`Registry.push`: where, what it set aside or opened."""
 
-    __slots__ = ("label", "opened", "saved", "slot")
+    __slots__ = ("opened", "saved", "slot")
 
-    def __init__(
-        self, slot: Hashable, saved: Any, opened: Any = None, label: str = ""
-    ) -> None:
+    def __init__(self, slot: Hashable, saved: Any, opened: Any = None) -> None:
         self.slot = slot
         self.saved = saved
         self.opened = opened
-        self.label = label or bounded_repr(slot)
 
 
 #: Registries alive in this process, so that a fork can reset them all.

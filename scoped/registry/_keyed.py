@@ -323,10 +323,14 @@ class ScopedRegistry(Registry[_T]):
     def _slot(self) -> Hashable:
         return self.key()
 
-    def _scope_label(self) -> str:
-        raw = self._keys()[1]
+    def _describe_slot(self, slot: Hashable) -> str:
         scope = self._scope
-        named = bounded_repr(raw) if scope is None else scope.describe(raw)
+        if self._identity:
+            # The slot is an id(); the scope's session, if any, has its name.
+            entry = self._key_entries.get(slot)
+            named = bounded_repr(slot) if entry is None else str(entry.scope)
+        else:
+            named = bounded_repr(slot) if scope is None else scope.describe(slot)
         return f"{self.scope_kind} scope {named}"
 
     def _open_scope(self) -> Any:

@@ -176,8 +176,11 @@ class ThreadLocalRegistry(Registry[_T]):
     def _slot(self) -> Hashable:
         return threading.get_ident()
 
-    def _scope_label(self) -> str:
-        return f"thread {threading.current_thread().name!r}"
+    def _describe_slot(self, slot: Hashable) -> str:
+        for thread in threading.enumerate():
+            if thread.ident == slot:
+                return f"thread {thread.name!r}"
+        return f"thread {slot!r}"
 
     def _frame_stack(self, slot: Hashable, *, create: bool) -> list[Any] | None:
         if create:
