@@ -10,10 +10,16 @@ from __future__ import annotations
 from scoped._version import __version__
 from scoped.errors import AlreadyPresentError, ScopedError, ScopedWarning
 from scoped.registry import Registry, ScopedRegistry, ThreadLocalRegistry
-from scoped.session import QueryProperty, ScopedSession, scoped_session
+from scoped.session import (
+    AnyScopedSession,
+    QueryProperty,
+    ScopedSession,
+    scoped_session,
+)
 
 __all__ = [
     "AlreadyPresentError",
+    "AnyScopedSession",
     "QueryProperty",
     "Registry",
     "ScopedError",

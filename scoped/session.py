@@ -9,7 +9,7 @@ import operator
 import typing
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, overload
 
 from scoped import _sqlalchemy
 from scoped.errors import AlreadyPresentError, ScopedWarning, describe, require_callable
@@ -19,18 +19,43 @@ from scoped.registry import Registry, for_scope
 from scoped.registry._base import Frame
 
 _S = TypeVar("_S")
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     # Type checkers cannot see members generated at run time, so they get
     # the same generator's output for SQLAlchemy's Session, as source.
-    from scoped.proxies._session_typing import SessionProxies
+    from typing import TypedDict
+
+    from sqlalchemy.orm import Session
+    from typing_extensions import Unpack
+
+    from scoped.proxies._session_typing import AnyProxies, SessionProxies
 
     class _Base(SessionProxies, Generic[_S]): ...
+
+    class _Options(TypedDict, total=False):
+        """The keyword arguments of :class:`scoped_session` after *class_*."""
+
+        close_method: str | None
+        name: str | None
+        logger: Any | None
+        log: bool
+        leak_after: float | None
+        max_scopes: int | None
 
 else:
     _Base = Generic
 
-__all__ = ["QueryProperty", "ScopeBlock", "ScopedSession", "scoped_session"]
+#: A SQLAlchemy session class: its proxies are typed as ``Session``'s.
+_Session = TypeVar("_Session", bound="Session")
+
+__all__ = [
+    "AnyScopedSession",
+    "QueryProperty",
+    "ScopeBlock",
+    "ScopedSession",
+    "scoped_session",
+]
 
 
 _TRIVIAL = frozenset(
@@ -198,19 +223,39 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
     _scoped_sqlalchemy: bool
     session_factory: Callable[..., _S]
 
-    def __new__(
+    # Type checkers learn the proxied members from the factory: SQLAlchemy
+    # sessions get Session's typed proxies, any other class members typed Any.
+    @overload
+    def __new__(  # type: ignore[overload-overlap]
         cls,
-        session_factory: Callable[..., _S],
+        session_factory: Callable[..., _Session],
         scopefunc: Callable[[], Any] | None = None,
         *,
-        class_: type[_S] | None = None,
+        class_: type[_Session] | None = None,
+        **options: Unpack[_Options],
+    ) -> scoped_session[_Session]: ...
+    @overload
+    def __new__(
+        cls,
+        session_factory: Callable[..., _T],
+        scopefunc: Callable[[], Any] | None = None,
+        *,
+        class_: type[_T] | None = None,
+        **options: Unpack[_Options],
+    ) -> AnyScopedSession[_T]: ...
+    def __new__(
+        cls,
+        session_factory: Callable[..., Any],
+        scopefunc: Callable[[], Any] | None = None,
+        *,
+        class_: type | None = None,
         close_method: str | None = "close",
         name: str | None = None,
         logger: Any | None = None,
         log: bool = True,
         leak_after: float | None = None,
         max_scopes: int | None = None,
-    ) -> scoped_session[_S]:
+    ) -> scoped_session[Any]:
         require_callable(session_factory, "session_factory")
         if scopefunc is not None:
             require_callable(scopefunc, "scopefunc")
@@ -237,30 +282,21 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         base = cls.__dict__.get("_scoped_base", cls)
         options = cls._sqlalchemy_options(target)
         proxy = cls._proxy_class(base, target, registry, options)
-        self: scoped_session[_S] = object.__new__(proxy)
+        self: scoped_session[Any] = object.__new__(proxy)
         self.session_factory = session_factory
         self._scoped_sqlalchemy = options is not None
         self._scoped_attach(registry)
         return self
 
-    def __init__(
-        self,
-        session_factory: Callable[..., _S],
-        scopefunc: Callable[[], Any] | None = None,
-        *,
-        class_: type[_S] | None = None,
-        close_method: str | None = "close",
-        name: str | None = None,
-        logger: Any | None = None,
-        log: bool = True,
-        leak_after: float | None = None,
-        max_scopes: int | None = None,
-    ) -> None:
-        # Everything happens in __new__, which must pick the generated class
-        # before the instance exists. The signature repeats __new__'s because
-        # type checkers read it to infer the session type (and inspect to
-        # show it); it also keeps SQLAlchemy's __init__ from running.
-        pass
+    if not TYPE_CHECKING:
+        # Type checkers must read __new__, whose overloads pick the typed
+        # proxies; an __init__ of this class would take precedence.
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            # Everything happens in __new__, which must pick the generated
+            # class before the instance exists; this keeps SQLAlchemy's
+            # __init__ from running.
+            pass
 
     @classmethod
     def _sqlalchemy_options(cls, target: type) -> dict[str, Any] | None:
@@ -413,10 +449,25 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         )
 
     if not TYPE_CHECKING:
-        # inspect.signature() would otherwise report __new__'s own signature
-        # for the generated subclasses as well; keep them identical.
-        __signature__ = inspect.signature(__init__)
+        # What inspect.signature() shows for the class and its generated
+        # subclasses: __new__'s parameters after cls.
+        __signature__ = inspect.signature(__new__).replace(
+            parameters=list(inspect.signature(__new__).parameters.values())[1:],
+            return_annotation=inspect.Signature.empty,
+        )
 
 
 #: The name older SQLAlchemy code uses.
 ScopedSession = scoped_session
+
+if TYPE_CHECKING:
+
+    class AnyScopedSession(AnyProxies, scoped_session[_S]):
+        """How type checkers see a ``scoped_session`` of a class other than a
+        SQLAlchemy session: its members are ``Any`` (they are generated from
+        that class at run time), the registry's own API stays typed."""
+
+else:
+    #: The type of ``scoped_session(HttpClient)`` for type checkers, whose
+    #: proxied members are ``Any``; at run time, ``scoped_session`` itself.
+    AnyScopedSession = scoped_session

@@ -198,6 +198,22 @@ def test_mypy_accepts_a_user_module_and_infers_session_types() -> None:
 
 
 @sqlalchemy_21
+def test_mypy_accepts_proxies_of_another_class() -> None:
+    """A class other than a SQLAlchemy session gets members typed Any, not
+    Session's (whose get() would reject get("/health"))."""
+    result = _mypy(TYPING / "other_class.py")
+
+    revealed = re.findall(r'note: Revealed type is "(.*)"', result.stdout)
+    assert [
+        "AnyScopedSession[HttpClient]",  # scoped_session(HttpClient)
+        "HttpClient",  # http()
+        "Any",  # http.get("/health")
+        "dict[str, int]",  # the registry's own API stays typed
+    ] == [_canonical(t) for t in revealed], result.stdout + result.stderr
+    assert 0 == result.returncode, result.stdout + result.stderr
+
+
+@sqlalchemy_21
 def test_mypy_rejects_wrong_calls_through_the_proxies() -> None:
     """Wrong arguments, types and names are reported on exactly the marked lines."""
     module = TYPING / "wrong_calls.py"

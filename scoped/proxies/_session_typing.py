@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from sqlalchemy.util.typing import TupleAny
     from typing_extensions import Never, Unpack
 
-__all__ = ["SessionProxies"]
+__all__ = ["AnyProxies", "SessionProxies"]
 
 
 class SessionProxies:
@@ -2189,3 +2189,76 @@ class SessionProxies:
     @twophase.setter
     def twophase(self, value: bool) -> None:
         self._proxied.twophase = value
+
+
+class AnyProxies:
+    """The names of :class:`SessionProxies`, typed ``Any``.
+
+    A proxy of a class other than ``Session`` has that class's
+    members, which type checkers cannot see: listed first among
+    its bases, this class keeps ``Session``'s signatures from
+    applying to them.
+    """
+
+    __contains__: Any
+    __iter__: Any
+    add: Any
+    add_all: Any
+    autoflush: Any
+    begin: Any
+    begin_nested: Any
+    bind: Any
+    bind_mapper: Any
+    bind_table: Any
+    binds: Any
+    bulk_insert_mappings: Any
+    bulk_save_objects: Any
+    bulk_update_mappings: Any
+    close: Any
+    commit: Any
+    connection: Any
+    delete: Any
+    delete_all: Any
+    deleted: Any
+    dirty: Any
+    enable_baked_queries: Any
+    enable_relationship_loading: Any
+    execute: Any
+    execution_options: Any
+    expire: Any
+    expire_all: Any
+    expire_on_commit: Any
+    expunge: Any
+    expunge_all: Any
+    flush: Any
+    get: Any
+    get_bind: Any
+    get_nested_transaction: Any
+    get_one: Any
+    get_transaction: Any
+    hash_key: Any
+    identity_key: Any
+    identity_map: Any
+    in_nested_transaction: Any
+    in_transaction: Any
+    info: Any
+    invalidate: Any
+    is_active: Any
+    is_modified: Any
+    join_transaction_mode: Any
+    merge: Any
+    merge_all: Any
+    new: Any
+    no_autoflush: Any
+    object_session: Any
+    prepare: Any
+    query: Any
+    refresh: Any
+    reset: Any
+    rollback: Any
+    scalar: Any
+    scalars: Any
+    twophase: Any
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(name)

@@ -44,6 +44,8 @@ __all__ = ["OUTPUT", "SourceError", "check", "main", "render", "write"]
 OUTPUT = Path(__file__).with_name("_session_typing.py")
 COMMAND = "make proxies"
 CLASS_NAME = "SessionProxies"
+#: The same names typed ``Any``, for proxies of classes other than ``Session``.
+ANY_CLASS_NAME = "AnyProxies"
 LINE_LENGTH = 88
 _INDENT = "    "
 
@@ -522,11 +524,42 @@ class Writer:
         ]
         while cls[-1] == "":
             cls.pop()
+        self.imports.add("Any", Ref("typing", "Any"), runtime=False)
         imports = self.imports.render()
-        exports = f'__all__ = ["{CLASS_NAME}"]'
+        exports = f'__all__ = ["{ANY_CLASS_NAME}", "{CLASS_NAME}"]'
         return "\n".join(
-            [*_header(self.target), *imports, "", exports, "", "", *cls, ""]
+            [
+                *_header(self.target),
+                *imports,
+                "",
+                exports,
+                "",
+                "",
+                *cls,
+                "",
+                "",
+                *self.any_class(),
+                "",
+            ]
         )
+
+    def any_class(self) -> list[str]:
+        """The class that shadows every member with ``Any``."""
+        return [
+            f"class {ANY_CLASS_NAME}:",
+            f'{_INDENT}"""The names of :class:`{CLASS_NAME}`, typed ``Any``.',
+            "",
+            f"{_INDENT}A proxy of a class other than ``Session`` has that class's",
+            f"{_INDENT}members, which type checkers cannot see: listed first among",
+            f"{_INDENT}its bases, this class keeps ``Session``'s signatures from",
+            f"{_INDENT}applying to them.",
+            f'{_INDENT}"""',
+            "",
+            *(f"{_INDENT}{member.name}: Any" for member in self.members),
+            "",
+            f"{_INDENT}def __getattr__(self, name: str) -> Any:",
+            f"{_INDENT * 2}raise AttributeError(name)",
+        ]
 
 
 def _forwarded(
