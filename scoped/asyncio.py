@@ -28,14 +28,19 @@ import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 from scoped import scopes
 from scoped.lifecycle import Entry
 from scoped.registry import Registry, ScopedRegistry
 from scoped.session import ScopeBlock, scoped_session
 
-__all__ = ["AsyncScopeBlock", "async_scoped_session", "close_soon"]
+__all__ = [
+    "AnyAsyncScopedSession",
+    "AsyncScopeBlock",
+    "async_scoped_session",
+    "close_soon",
+]
 
 _S = TypeVar("_S")
 
@@ -44,6 +49,11 @@ if TYPE_CHECKING:
     # proxies (awaitable where the session's methods are); the members the
     # two bases both define are this class's own at run time.
     from sqlalchemy.ext import asyncio as _sa_asyncio
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from typing_extensions import Unpack
+
+    from scoped.proxies._session_typing import AnyProxies
+    from scoped.session import _Options
 
     class _AsyncBase(  # type: ignore[misc]
         _sa_asyncio.async_scoped_session[Any], scoped_session[_S]
@@ -52,6 +62,10 @@ if TYPE_CHECKING:
 
 else:
     _AsyncBase = scoped_session
+
+_T = TypeVar("_T")
+#: An AsyncSession class: its proxies are typed as SQLAlchemy's async ones.
+_AsyncSession = TypeVar("_AsyncSession", bound="AsyncSession")
 
 
 class async_scoped_session(_AsyncBase[_S]):  # noqa: N801 - SQLAlchemy's name
@@ -74,19 +88,39 @@ class async_scoped_session(_AsyncBase[_S]):  # noqa: N801 - SQLAlchemy's name
     instance of :class:`sqlalchemy.ext.asyncio.async_scoped_session`.
     """
 
-    def __new__(
+    # As for scoped_session: AsyncSession factories get SQLAlchemy's typed
+    # async proxies, any other class members typed Any.
+    @overload
+    def __new__(  # type: ignore[overload-overlap]
         cls,
-        session_factory: Callable[..., _S],
+        session_factory: Callable[..., _AsyncSession],
         scopefunc: Callable[[], Any] | None = None,
         *,
-        class_: type[_S] | None = None,
+        class_: type[_AsyncSession] | None = None,
+        **options: Unpack[_Options],
+    ) -> async_scoped_session[_AsyncSession]: ...
+    @overload
+    def __new__(
+        cls,
+        session_factory: Callable[..., _T],
+        scopefunc: Callable[[], Any] | None = None,
+        *,
+        class_: type[_T] | None = None,
+        **options: Unpack[_Options],
+    ) -> AnyAsyncScopedSession[_T]: ...
+    def __new__(
+        cls,
+        session_factory: Callable[..., Any],
+        scopefunc: Callable[[], Any] | None = None,
+        *,
+        class_: type | None = None,
         close_method: str | None = "close",
         name: str | None = None,
         logger: Any | None = None,
         log: bool = True,
         leak_after: float | None = None,
         max_scopes: int | None = None,
-    ) -> async_scoped_session[_S]:
+    ) -> async_scoped_session[Any]:
         self = super().__new__(
             cls,
             session_factory,
@@ -100,7 +134,7 @@ class async_scoped_session(_AsyncBase[_S]):  # noqa: N801 - SQLAlchemy's name
             leak_after=leak_after,
             max_scopes=max_scopes,
         )
-        made = cast("async_scoped_session[_S]", self)
+        made = cast("async_scoped_session[Any]", self)
         _instances.add(made)
         return made
 
@@ -162,6 +196,19 @@ class async_scoped_session(_AsyncBase[_S]):  # noqa: N801 - SQLAlchemy's name
         awaited on the way out; ``async with`` only.
         """
         return AsyncScopeBlock(self._scoped_registry)
+
+
+if TYPE_CHECKING:
+
+    class AnyAsyncScopedSession(AnyProxies, async_scoped_session[_S]):
+        """How type checkers see an ``async_scoped_session`` of a class other
+        than an ``AsyncSession``: its members are ``Any`` (they are generated
+        from that class at run time), the registry's own API stays typed."""
+
+else:
+    #: The type of ``async_scoped_session(Client)`` for type checkers, whose
+    #: proxied members are ``Any``; at run time, ``async_scoped_session``.
+    AnyAsyncScopedSession = async_scoped_session
 
 
 class AsyncScopeBlock(ScopeBlock):

@@ -200,7 +200,7 @@ def test_mypy_accepts_a_user_module_and_infers_session_types() -> None:
 @sqlalchemy_21
 def test_mypy_accepts_proxies_of_another_class() -> None:
     """A class other than a SQLAlchemy session gets members typed Any, not
-    Session's (whose get() would reject get("/health"))."""
+    Session's (whose get() would reject get("/health")); async alike."""
     result = _mypy(TYPING / "other_class.py")
 
     revealed = re.findall(r'note: Revealed type is "(.*)"', result.stdout)
@@ -209,6 +209,8 @@ def test_mypy_accepts_proxies_of_another_class() -> None:
         "HttpClient",  # http()
         "Any",  # http.get("/health")
         "dict[str, int]",  # the registry's own API stays typed
+        "AnyAsyncScopedSession[Client]",  # async_scoped_session(Client, ...)
+        "Any",  # await clients.fetch("/health")
     ] == [_canonical(t) for t in revealed], result.stdout + result.stderr
     assert 0 == result.returncode, result.stdout + result.stderr
 

@@ -2196,8 +2196,9 @@ class AnyProxies:
 
     A proxy of a class other than ``Session`` has that class's
     members, which type checkers cannot see: listed first among
-    its bases, this class keeps ``Session``'s signatures from
-    applying to them.
+    its bases, this class keeps ``Session``'s signatures (and
+    ``AsyncSession``'s, for the async proxies) from applying to
+    them.
     """
 
     __contains__: Any
@@ -2259,6 +2260,11 @@ class AnyProxies:
     scalar: Any
     scalars: Any
     twophase: Any
+    aclose: Any
+    close_all: Any
+    get_async_bind: Any
+    stream: Any
+    stream_scalars: Any
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(name)

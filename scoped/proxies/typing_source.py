@@ -353,10 +353,17 @@ class Writer:
     """Writes the typed proxy class for one target class."""
 
     def __init__(
-        self, target: type, members: Sequence[Member], target_ref: str, proxy_ref: str
+        self,
+        target: type,
+        members: Sequence[Member],
+        target_ref: str,
+        proxy_ref: str,
+        also_any: Sequence[str] = (),
     ) -> None:
         self.target = target
         self.members = members
+        #: Names besides the members that the ``Any`` class shadows.
+        self.also_any = also_any
         self.target_ref = target_ref
         self.proxy_ref = proxy_ref
         self.imports = Imports()
@@ -551,11 +558,13 @@ class Writer:
             "",
             f"{_INDENT}A proxy of a class other than ``Session`` has that class's",
             f"{_INDENT}members, which type checkers cannot see: listed first among",
-            f"{_INDENT}its bases, this class keeps ``Session``'s signatures from",
-            f"{_INDENT}applying to them.",
+            f"{_INDENT}its bases, this class keeps ``Session``'s signatures (and",
+            f"{_INDENT}``AsyncSession``'s, for the async proxies) from applying to",
+            f"{_INDENT}them.",
             f'{_INDENT}"""',
             "",
             *(f"{_INDENT}{member.name}: Any" for member in self.members),
+            *(f"{_INDENT}{name}: Any" for name in self.also_any),
             "",
             f"{_INDENT}def __getattr__(self, name: str) -> Any:",
             f"{_INDENT * 2}raise AttributeError(name)",
@@ -681,13 +690,32 @@ def session_members() -> tuple[type, list[Member]]:
     return target, [m for m in members if m.name not in reserved]
 
 
+def async_only_names(members: Sequence[Member]) -> list[str]:
+    """Public names of SQLAlchemy's typed ``async_scoped_session`` that are
+    neither Session *members* nor :class:`scoped.asyncio.async_scoped_session`'s
+    own."""
+    from sqlalchemy.ext.asyncio import async_scoped_session as theirs
+
+    from scoped.asyncio import async_scoped_session
+    from scoped.proxies._factory import reserved_names
+
+    taken = reserved_names(async_scoped_session) | {m.name for m in members}
+    return sorted(
+        name for name in dir(theirs) if not name.startswith("_") and name not in taken
+    )
+
+
 def render() -> str:
     """The source of :mod:`scoped.proxies._session_typing` for this SQLAlchemy."""
     from scoped import _sqlalchemy
 
     target, members = session_members()
     writer = Writer(
-        target, members, _sqlalchemy.target_ref(target), _sqlalchemy.PROXY_REF
+        target,
+        members,
+        _sqlalchemy.target_ref(target),
+        _sqlalchemy.PROXY_REF,
+        also_any=async_only_names(members),
     )
     return writer.render()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing_extensions import reveal_type
 
 from scoped import AnyScopedSession, scoped_session
+from scoped.asyncio import async_scoped_session
 
 
 class HttpClient:
@@ -30,3 +31,20 @@ http.remove()
 annotated: AnyScopedSession[HttpClient] = scoped_session(HttpClient)
 annotated.get("/ready", timeout=1.0)
 reveal_type(annotated.registry.stats())
+
+
+class Client:
+    async def fetch(self, path: str) -> bytes:
+        return path.encode()
+
+    async def aclose(self) -> None:
+        pass
+
+
+clients = async_scoped_session(Client, close_method="aclose")
+reveal_type(clients)
+
+
+async def fetch() -> None:
+    reveal_type(await clients.fetch("/health"))
+    await clients.remove()
