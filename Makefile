@@ -19,7 +19,7 @@ help:
 	@echo "make test      install everything and run the test suite (SQLAlchemy 2.1 and 2.0)"
 	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
 	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
-	@echo "make lint      ruff + mypy --strict"
+	@echo "make lint      ruff check, ruff format --check, mypy --strict"
 	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
 	@echo "make bench-all every benchmark in bench/ (scope functions, scopes, logging, asyncio, web, report)"
@@ -67,6 +67,7 @@ test-pure: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check scoped tests bench
 	$(BIN)/mypy --strict scoped
 
 proxies: $(BIN)/.installed
