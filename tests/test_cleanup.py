@@ -328,6 +328,46 @@ def test_scopes_collected_inside_the_registry_do_not_deadlock(
 # -- fork ----------------------------------------------------------------------
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+@pytest.mark.parametrize("scopefunc", [None, lambda: "job"], ids=["thread", "keyed"])
+def test_fork_while_another_thread_does_bookkeeping(
+    engine: sa.Engine, scopefunc: Callable[[], Any] | None
+) -> None:
+    """A child forked while another thread holds the registry's bookkeeping
+    lock does not wait for a thread that no longer exists in it."""
+    db = scoped_session(sessionmaker(engine), scopefunc)
+    db()
+    holding, release = threading.Event(), threading.Event()
+
+    def bookkeeping() -> None:
+        # As a thread inside stats() or a creation at the moment of fork.
+        with db.registry._entries_lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=bookkeeping)
+    holder.start()
+    holding.wait(10)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports by its exit status
+        os._exit(0 if db.registry.stats()["live"] == 0 else 1)
+    try:
+        for _ in range(100):  # up to 10 s
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            threading.Event().wait(0.1)
+        else:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in the registry's fork handler")
+    finally:
+        release.set()
+        holder.join()
+    assert 0 == os.waitstatus_to_exitcode(status)
+    db.remove()
+
+
 def test_fork_on_sqlite_shares_no_connection(
     engine: sa.Engine, in_fork: Callable[[Callable[[], Report]], Report]
 ) -> None:

@@ -588,10 +588,11 @@ class Registry(abc.ABC, Generic[_T]):
         would letting them be garbage collected (a pooled connection is reset
         when its owner dies), so they are parked for the child's lifetime.
         """
-        with self._entries_lock:
-            orphans = [entry.obj for entry in self._entries.values()]
-            self._entries.clear()
+        # Another thread may have held the lock at fork time, and only this
+        # thread lives on in the child: replace the lock, never wait for it.
         self._entries_lock = threading.RLock()
+        orphans = [entry.obj for entry in self._entries.values()]
+        self._entries.clear()
         self._pid = os.getpid()
         self._drop_all()
         _fork_orphans.extend(orphans)
