@@ -245,7 +245,7 @@ class Events:
     Args:
         registry: The registry's name, carried by every event.
         scope_kind: ``thread``, ``task``, ``greenlet``, ``context`` or
-            ``custom``.
+            ``custom``; a registry given these events sets it to its own.
         logger: A structlog (or structlog-wrapped) logger to use instead of
             the default resolution.
         enabled: ``False`` turns every event off.
@@ -264,7 +264,7 @@ class Events:
     def __init__(
         self,
         registry: str,
-        scope_kind: str,
+        scope_kind: str = "custom",
         logger: Any | None = None,
         *,
         enabled: bool = True,
@@ -376,8 +376,6 @@ class Events:
         nothing per session. :meth:`detach` undoes it when the session leaves
         its registry: nothing accumulates on the session class or factory.
         """
-        if not self.wants(logging.DEBUG):
-            return
         obj = entry.obj
         attached: list[str] = []
         for name, event in (("close", "session.closed"), ("reset", "session.reset")):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import importlib
 import inspect
 import sys
@@ -223,7 +224,9 @@ class GreenletScope(Scope):
                 del watched[key]
 
 
+@functools.cache
 def _greenlet_module() -> Any:
+    # Cached: the scope's __call__ runs on every registry operation.
     try:
         return importlib.import_module("greenlet")
     except ImportError:

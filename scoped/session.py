@@ -269,7 +269,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
             )
             raise TypeError(msg)
         scopefunc = scopefunc or None  # SQLAlchemy tests it for truth
-        events = Events(name or target.__qualname__, "custom", logger, enabled=log)
+        events = Events(name or target.__qualname__, logger=logger, enabled=log)
         registry = for_scope(
             session_factory,
             scopefunc,
@@ -278,7 +278,6 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
             leak_after=leak_after,
             max_scopes=max_scopes,
         )
-        events.scope_kind = registry.scope_kind
         base = cls.__dict__.get("_scoped_base", cls)
         options = cls._sqlalchemy_options(target)
         proxy = cls._proxy_class(base, target, registry, options)

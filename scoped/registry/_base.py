@@ -123,9 +123,11 @@ class Registry(abc.ABC, Generic[_T]):
         #: Called on an object when its scope is removed or ends; ``None``
         #: discards objects without closing them.
         self.close = close
-        self.events = events or Events(
-            f"{type(self).__name__}@{id(self):x}", self.scope_kind, enabled=False
-        )
+        if events is None:
+            events = Events(f"{type(self).__name__}@{id(self):x}", enabled=False)
+        # Events name the kind of scope, which only the registry knows.
+        events.scope_kind = self.scope_kind
+        self.events = events
         # Reentrant: a scope key collected by the garbage collector ends its
         # scope from a weakref callback, which can run inside any allocation,
         # including one made while this thread holds the lock.
@@ -182,22 +184,16 @@ class Registry(abc.ABC, Generic[_T]):
 
     @abc.abstractmethod
     def _current_entry(self) -> Entry | None:
-        """The bookkeeping entry of the current scope's object, if any."""
+        """The bookkeeping entry of the current scope's object, if any.
 
-    def _current(self) -> tuple[_T, Entry | None] | None:
-        """The current object and its entry, or ``None``; one scope lookup."""
-        obj = self.peek()
-        if isinstance(obj, _Missing):
-            return None
-        return obj, self._current_entry()
+        Every stored object has one: storing an object tracks it.
+        """
 
     # -- bookkeeping shared by every kind of registry -------------------
 
-    def _track(
-        self, obj: _T, scope: object, thread: threading.Thread | None = None
-    ) -> Entry:
+    def _track(self, obj: _T, scope: object) -> Entry:
         """Record a newly created object; called by subclasses once stored."""
-        entry = Entry(obj, scope, thread)
+        entry = Entry(obj, scope)
         with self._entries_lock:
             self._entries[id(entry)] = entry
             self._created += 1
@@ -235,10 +231,8 @@ class Registry(abc.ABC, Generic[_T]):
                 self._cleaned_up += 1
         return True
 
-    def _untrack(self, entry: Entry | None) -> bool:
+    def _untrack(self, entry: Entry) -> bool:
         """Forget an entry whose scope ended; tell whether it was live (once)."""
-        if entry is None:
-            return False
         if entry.attached is not None:
             self.events.detach(entry)
         return self._drop(entry, removed=False)
@@ -332,17 +326,11 @@ class Registry(abc.ABC, Generic[_T]):
         Does nothing when the scope holds no object. The object is discarded
         even if closing it fails; the failure is logged and then raised.
         """
-        current = self._removable()
-        if current is None:
+        entry = self._removable()
+        if entry is None:
             return
-        obj, entry = current
-        failure: BaseException | None = None
         try:
-            if entry is not None:
-                failure = self._close(entry, during="remove")
-            elif self.close is not None:
-                # Stored with set() before bookkeeping knew of it.
-                self.close(obj)
+            failure = self._close(entry, during="remove")
         finally:
             self.clear()
         if failure is not None:
@@ -350,27 +338,20 @@ class Registry(abc.ABC, Generic[_T]):
 
     async def aremove(self) -> None:
         """:meth:`remove` for async close methods: the close is awaited here."""
-        current = self._removable()
-        if current is None:
+        entry = self._removable()
+        if entry is None:
             return
-        obj, entry = current
-        failure: BaseException | None = None
         try:
-            if entry is not None:
-                failure = await self._aclose(entry, during="remove")
-            elif self.close is not None:
-                result = self.close(obj)
-                if result is not None and inspect.isawaitable(result):
-                    await result
+            failure = await self._aclose(entry, during="remove")
         finally:
             self.clear()
         if failure is not None:
             raise failure
 
-    def _removable(self) -> tuple[_T, Entry | None] | None:
-        """What ``remove()`` acts on: the current object and its entry."""
+    def _removable(self) -> Entry | None:
+        """What ``remove()`` acts on: the current object's entry."""
         self._refuse_in_cleanup()
-        return self._current()
+        return self._current_entry()
 
     def _refuse_in_cleanup(self) -> None:
         if self._cleaning and threading.get_ident() in self._cleaning:

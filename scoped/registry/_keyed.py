@@ -133,9 +133,12 @@ class ScopedRegistry(Registry[_T]):
         **options: Any,
     ) -> None:
         require_callable(scopefunc, "scopefunc")
+        scope = scopefunc if isinstance(scopefunc, Scope) else None
+        if scope is not None:
+            # Before the base class hands it to the registry's events.
+            self.scope_kind = scope.kind  # type: ignore[misc]
         # options: close, events, leak_after, max_scopes (see Registry).
         super().__init__(createfunc, **options)
-        scope = scopefunc if isinstance(scopefunc, Scope) else None
         self._scope = scope
         #: What the user passed; checked (hashability, clear errors) off the
         #: hot path. ``_scopefunc`` is what proxies call on every access.
@@ -165,8 +168,6 @@ class ScopedRegistry(Registry[_T]):
         # and removes many sessions must not pile up done callbacks that
         # keep every one of them alive until the task ends.
         self._unwatch: dict[int, Callable[[], None]] = {}
-        if scope is not None:
-            self.scope_kind = scope.kind  # type: ignore[misc]
 
     @property
     def scopefunc(self) -> Callable[[], Any]:
@@ -206,30 +207,27 @@ class ScopedRegistry(Registry[_T]):
         return key, key
 
     def __call__(self) -> _T:
-        if self._identity:
-            try:
-                return self._storage[id(self._scopefunc())]
-            except self.lookup_misses:
-                return self._create_current()
         try:
+            if self._identity:
+                return self._storage[id(self._scopefunc())]
             return self._storage[self._scopefunc()]
         except self.lookup_misses:
-            return self._create_current()
+            pass
+        # Created outside the except block, as the thread-local registry does.
+        return self._get_or_create(None)
 
     def has(self) -> bool:
         return self.key() in self._storage
 
     def set(self, obj: _T) -> None:
         key, raw = self._keys()
-        with self._lock:
-            old = self._key_entries.pop(key, None)
-            self._storage.pop(key, None)
-        self._unwatched(old)
-        self._discarded(old)
+        self._clear_key(key)
         self._store(key, raw, obj)
 
     def clear(self) -> None:
-        key = self.key()
+        self._clear_key(self.key())
+
+    def _clear_key(self, key: Hashable) -> None:
         with self._lock:
             self._storage.pop(key, None)
             entry = self._key_entries.pop(key, None)

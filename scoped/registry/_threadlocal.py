@@ -71,20 +71,16 @@ class ThreadLocalRegistry(Registry[_T]):
         slot = self._storage.__dict__
         if "value" not in slot:
             return
-        watch: _ThreadEnd | None = slot.get("watch")
-        entry = None if watch is None else watch.entry
-        failure: BaseException | None = None
+        # A stored value always has its watcher, holding its entry.
+        watch: _ThreadEnd = slot["watch"]
+        entry = watch.entry
+        assert entry is not None
         try:
-            if entry is not None:
-                failure = self._close(entry, during="remove")
-            elif self.close is not None:
-                # Stored before bookkeeping knew of it.
-                self.close(slot["value"])
+            failure = self._close(entry, during="remove")
         finally:
             slot.pop("value", None)
-            if entry is not None:
-                watch.entry = None  # type: ignore[union-attr]
-                self._discarded(entry)
+            watch.detach()
+            self._discarded(entry)
         if failure is not None:
             raise failure
 
@@ -92,17 +88,9 @@ class ThreadLocalRegistry(Registry[_T]):
         slot = self._storage.__dict__
         slot.pop("value", None)
         watch: _ThreadEnd | None = slot.get("watch")
-        if watch is not None and watch.entry is not None:
+        if watch is not None:
             # The watcher stays in the slot for the thread's next object.
-            entry, watch.entry = watch.entry, None
-            self._discarded(entry)
-
-    def _current(self) -> tuple[_T, Entry | None] | None:
-        slot = self._storage.__dict__
-        if "value" not in slot:
-            return None
-        watch: _ThreadEnd | None = slot.get("watch")
-        return slot["value"], None if watch is None else watch.entry
+            self._discarded(watch.detach())
 
     def peek(self) -> _T | _Missing:
         return getattr(self._storage, "value", MISSING)
