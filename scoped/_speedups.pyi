@@ -1,9 +1,7 @@
 """Compiled attribute proxies for scoped; optional (see ``_speedups.c``)."""
 
 from collections.abc import Callable
-from typing import Any, Final, final, overload
-
-KINDS: Final[tuple[str, ...]]
+from typing import Any, final, overload
 
 @final
 class ScopedAttribute:

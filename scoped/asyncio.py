@@ -28,7 +28,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from scoped import scopes
 from scoped.lifecycle import Entry
@@ -88,55 +88,37 @@ class async_scoped_session(_AsyncBase[_S]):  # noqa: N801 - SQLAlchemy's name
     instance of :class:`sqlalchemy.ext.asyncio.async_scoped_session`.
     """
 
-    # As for scoped_session: AsyncSession factories get SQLAlchemy's typed
-    # async proxies, any other class members typed Any.
-    @overload
-    def __new__(  # type: ignore[overload-overlap]
-        cls,
-        session_factory: Callable[..., _AsyncSession],
-        scopefunc: Callable[[], Any] | None = None,
-        *,
-        class_: type[_AsyncSession] | None = None,
-        **options: Unpack[_Options],
-    ) -> async_scoped_session[_AsyncSession]: ...
-    @overload
-    def __new__(
-        cls,
-        session_factory: Callable[..., _T],
-        scopefunc: Callable[[], Any] | None = None,
-        *,
-        class_: type[_T] | None = None,
-        **options: Unpack[_Options],
-    ) -> AnyAsyncScopedSession[_T]: ...
-    def __new__(
-        cls,
-        session_factory: Callable[..., Any],
-        scopefunc: Callable[[], Any] | None = None,
-        *,
-        class_: type | None = None,
-        close_method: str | None = "close",
-        name: str | None = None,
-        logger: Any | None = None,
-        log: bool = True,
-        leak_after: float | None = None,
-        max_scopes: int | None = None,
-    ) -> async_scoped_session[Any]:
-        self = super().__new__(
+    #: The scope when none is given (or a false one, as SQLAlchemy tests it).
+    _scoped_default_scope: ClassVar[Callable[[], Any] | None] = scopes.task
+
+    if TYPE_CHECKING:
+        # As for scoped_session: AsyncSession factories get SQLAlchemy's
+        # typed async proxies, any other class members typed Any. The
+        # constructor itself is scoped_session's.
+        @overload
+        def __new__(  # type: ignore[overload-overlap]
             cls,
-            session_factory,
-            # Tested for truth, as SQLAlchemy does.
-            scopefunc or scopes.task,
-            class_=class_,
-            close_method=close_method,
-            name=name,
-            logger=logger,
-            log=log,
-            leak_after=leak_after,
-            max_scopes=max_scopes,
-        )
-        made = cast("async_scoped_session[Any]", self)
-        _instances.add(made)
-        return made
+            session_factory: Callable[..., _AsyncSession],
+            scopefunc: Callable[[], Any] | None = None,
+            *,
+            class_: type[_AsyncSession] | None = None,
+            **options: Unpack[_Options],
+        ) -> async_scoped_session[_AsyncSession]: ...
+        @overload
+        def __new__(
+            cls,
+            session_factory: Callable[..., _T],
+            scopefunc: Callable[[], Any] | None = None,
+            *,
+            class_: type[_T] | None = None,
+            **options: Unpack[_Options],
+        ) -> AnyAsyncScopedSession[_T]: ...
+        def __new__(cls, *args: Any, **kwargs: Any) -> Any: ...
+
+    def _scoped_attach(self, registry: Registry[_S]) -> None:
+        super()._scoped_attach(registry)
+        # Loop shutdown closes what this proxy's scopes still hold.
+        _instances.add(self)
 
     @classmethod
     def _sqlalchemy_options(cls, target: type) -> dict[str, Any] | None:

@@ -215,7 +215,8 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
     """
 
     _scoped_base: ClassVar[type]
-    _scoped_target: ClassVar[type]
+    #: The scope when none is given; ``None``: the current thread.
+    _scoped_default_scope: ClassVar[Callable[[], Any] | None] = None
     _scoped_registry: Registry[_S]
     _scoped_storage: Any
     _scoped_scopefunc: Callable[[], Any] | None
@@ -257,6 +258,8 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         max_scopes: int | None = None,
     ) -> scoped_session[Any]:
         require_callable(session_factory, "session_factory")
+        if not scopefunc and cls._scoped_default_scope is not None:
+            scopefunc = cls._scoped_default_scope
         if scopefunc is not None:
             require_callable(scopefunc, "scopefunc")
         target = infer_target(session_factory, class_)

@@ -23,7 +23,7 @@ import linecache
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scoped.proxies._docs import member_doc
@@ -63,9 +63,16 @@ _compiled_attribute = _load_speedups()
 #: property reads with a Python getter, which then beat any C descriptor, so
 #: the extension is used on 3.10 and 3.11 only. Decided at import; classes
 #: generated later follow a changed value (it is part of their cache key).
-#: Whether proxied attributes are compiled descriptors (``scoped._speedups``)
-#: rather than generated Python properties.
 SPEEDUPS: bool = _compiled_attribute is not None and sys.version_info < (3, 12)
+
+# The proxy's handles that lookups read (set by scoped_session), and how a
+# miss creates the object.
+_STORAGE = "_scoped_storage"
+_SCOPEFUNC = "_scoped_scopefunc"
+_FALLBACK = "{self}.registry._create_current()"
+# Prefixes of the generated accessors an attribute is built from.
+_GETTER = "_scoped_get_"
+_SETTER = "_scoped_set_"
 
 #: The lookups :class:`~scoped._speedups.ScopedAttribute` performs itself, by
 #: the registries' source for them; any other lookup gets Python properties.
@@ -80,15 +87,15 @@ _COMPILED_LOOKUPS = {
 class Lookup:
     """How a proxy finds the current object without a Python-level call.
 
-    *expression* is source over ``{storage}`` and ``{scopefunc}``; *misses*
-    are the exceptions it raises when the scope has no object yet; *fallback*
-    is source over ``{self}`` that creates it.
+    *expression* is source over ``{storage}`` and ``{scopefunc}`` (the
+    proxy's ``_scoped_storage`` and ``_scoped_scopefunc``); *misses* are the
+    exceptions it raises when the scope has no object yet, after which the
+    registry's ``_create_current()`` creates it.
 
-    *miss_test*, when given, is source over ``{error}``, ``{storage}`` and
-    ``{self}`` that is true only for a miss raised by *expression* itself,
-    never for the same exception type raised by the object being forwarded
-    to. With it, members forward from inside the ``try`` (the fastest
-    layout); without it, the ``try`` covers the lookup alone.
+    *miss_test* is source over ``{error}``, ``{storage}`` and ``{self}`` that
+    is true only for a miss raised by *expression* itself, never for the same
+    exception type raised by the object being forwarded to, so that members
+    can forward from inside the ``try`` (the fastest layout).
 
     *calls_python* says that the lookup calls a function written in Python.
     Compiled descriptors then stay out: C code calls it through a fresh
@@ -98,10 +105,7 @@ class Lookup:
 
     expression: str
     misses: tuple[type[BaseException], ...]
-    fallback: str = "{self}.registry._create_current()"
-    storage: str = "_scoped_storage"
-    scopefunc: str = "_scoped_scopefunc"
-    miss_test: str | None = None
+    miss_test: str
     calls_python: bool = False
 
 
@@ -116,7 +120,6 @@ class Plan:
     members: Sequence[Member]
     target_ref: str
     proxy_ref: str
-    namespace: dict[str, Any] = field(default_factory=dict)
     #: Compile attributes into C descriptors where the lookup allows it.
     speedups: bool = False
 
@@ -125,12 +128,6 @@ class Plan:
         lookup = self.lookup
         if not self.speedups or _compiled_attribute is None or lookup.calls_python:
             return None
-        if (lookup.storage, lookup.scopefunc, lookup.fallback) != (
-            "_scoped_storage",
-            "_scoped_scopefunc",
-            Lookup.fallback,
-        ):
-            return None  # the C code reads the standard handles only
         return _COMPILED_LOOKUPS.get(lookup.expression)
 
 
@@ -231,7 +228,7 @@ class _Writer:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.lines: list[str] = []
-        self.namespace: dict[str, Any] = dict(plan.namespace)
+        self.namespace: dict[str, Any] = {}
         self.defaults: dict[int, str] = {}
         self.docs: dict[str, str] = {}
         self.signatures: dict[str, inspect.Signature] = {}
@@ -255,11 +252,23 @@ class _Writer:
 
     def current(self, first: str, scopefunc: str | None = None) -> str:
         """The lookup expression, reading the registry's handles off *first*."""
-        lookup = self.plan.lookup
-        return lookup.expression.format(
-            storage=f"{first}.{lookup.storage}",
-            scopefunc=scopefunc or f"{first}.{lookup.scopefunc}",
+        return self.plan.lookup.expression.format(
+            storage=f"{first}.{_STORAGE}",
+            scopefunc=scopefunc or f"{first}.{_SCOPEFUNC}",
         )
+
+    def miss(self, first: str, error: str, session: str) -> list[str]:
+        """The ``except`` clause: on a miss of the lookup itself, create the
+        object as *session*; let anything else propagate."""
+        test = self.plan.lookup.miss_test.format(
+            error=error, storage=f"{first}.{_STORAGE}", self=first
+        )
+        return [
+            f"    except {self.misses} as {error}:",
+            f"        if not ({test}):",
+            "            raise",
+            f"        {session} = {_FALLBACK.format(self=first)}",
+        ]
 
     def forward(
         self, first: str, taken: set[str], body: Callable[[str], list[str]]
@@ -268,68 +277,30 @@ class _Writer:
 
         *body* maps the source of the current object to statements that each
         end in ``return``. The hot path is the inlined lookup plus the
-        forwarded access; the object is created inside the ``except`` clause,
-        where the registry can see (and hide) the miss, and used after it, so
-        that the forwarded call's own errors are not chained to the miss.
+        forwarded access, inside the ``try`` (no local to store and load);
+        the miss test tells a miss from its lookalikes. The object is created
+        inside the ``except`` clause, where the registry can see (and hide)
+        the miss, and used after it, so that the forwarded call's own errors
+        are not chained to the miss.
         """
-        lookup = self.plan.lookup
         scopefunc = None
-        if "{scopefunc}" in lookup.expression:
+        if "{scopefunc}" in self.plan.lookup.expression:
             # Calling an instance attribute as a method is not specialised by
             # CPython 3.11; a local costs about 5 ns less.
             scopefunc = _unique("scopefunc", taken)
-            self.lines.append(f"    {scopefunc} = {first}.{lookup.scopefunc}")
-        current = self.current(first, scopefunc)
-        fallback = lookup.fallback.format(self=first)
+            self.lines.append(f"    {scopefunc} = {first}.{_SCOPEFUNC}")
         session = _unique("session", taken)
         # "try: x" on one line compiles without the NOP that marks the line.
-        if lookup.miss_test is not None:
-            # The forwarded access sits inside the try: no local to store and
-            # load on the hot path. The test tells a miss from its lookalikes.
-            error = _unique("error", taken)
-            test = lookup.miss_test.format(
-                error=error, storage=f"{first}.{lookup.storage}", self=first
-            )
-            self.lines += _try(body(current))
-            self.lines += [
-                f"    except {self.misses} as {error}:",
-                f"        if not ({test}):",
-                "            raise",
-                f"        {session} = {fallback}",
-            ]
-        else:
-            self.lines += [
-                f"    try: {session} = {current}",
-                f"    except {self.misses}:",
-                f"        {session} = {fallback}",
-                "    else:",
-                *(f"    {line}" for line in body(session)),
-            ]
+        self.lines += _try(body(self.current(first, scopefunc)))
+        self.lines += self.miss(first, _unique("error", taken), session)
         self.lines += body(session)
 
     def store(self, first: str, name: str, value: str) -> None:
-        """Append a setter body: setting is rare, so the plain layout.
-
-        The miss test, when there is one, lets an error that the scope
-        function raises propagate as it does from the getter.
-        """
-        lookup = self.plan.lookup
+        """Append a setter body: setting is rare, so the plain layout; an
+        error the scope function raises propagates as from the getter."""
         self.lines.append(f"    try: session = {self.current(first)}")
-        if lookup.miss_test is None:
-            self.lines.append(f"    except {self.misses}:")
-        else:
-            test = lookup.miss_test.format(
-                error="error", storage=f"{first}.{lookup.storage}", self=first
-            )
-            self.lines += [
-                f"    except {self.misses} as error:",
-                f"        if not ({test}):",
-                "            raise",
-            ]
-        self.lines += [
-            f"        session = {lookup.fallback.format(self=first)}",
-            f"    session.{name} = {value}",
-        ]
+        self.lines += self.miss(first, "error", "session")
+        self.lines.append(f"    session.{name} = {value}")
 
     def method(self, member: Member) -> None:
         assert member.function is not None
@@ -383,21 +354,17 @@ class _Writer:
         )
 
     def attribute(self, member: Member) -> None:
-        getter, setter = f"_scoped_get_{member.name}", f"_scoped_set_{member.name}"
-        self.lines.append(f"def {getter}(self):")
+        """Append the getter (and setter) that the attribute is built from."""
+        self.lines.append(f"def {_GETTER}{member.name}(self):")
         self.forward("self", {"self"}, lambda obj: [f"    return {obj}.{member.name}"])
         self.lines.append("")
-        fset = "None"
         if member.writable:
-            self.lines.append(f"def {setter}(self, value):")
+            self.lines.append(f"def {_SETTER}{member.name}(self, value):")
             self.store("self", member.name, "value")
             self.lines.append("")
-            fset = setter
         self.docs[member.name] = member_doc(
             member, self.plan.target_ref, self.plan.proxy_ref
         )
-        self.lines.append(f"{member.name} = property({getter}, {fset})")
-        self.lines.append("")
 
 
 def _try(statements: list[str]) -> list[str]:
@@ -433,15 +400,11 @@ def compile_members(plan: Plan) -> dict[str, Any]:
 
     result: dict[str, Any] = {}
     for member in plan.members:
-        obj = namespace[member.name]
-        result[member.name] = obj
         doc = writer.docs[member.name]
-        if isinstance(obj, property):
-            for accessor in (obj.fget, obj.fset):
-                if accessor is not None:
-                    _finish(accessor, plan, member.name, None)
-            result[member.name] = _attribute(plan, member, obj, doc, compiled)
+        if member.kind is Kind.ATTRIBUTE:
+            result[member.name] = _attribute(plan, member, namespace, doc, compiled)
             continue
+        obj = result[member.name] = namespace[member.name]
         func: Any = (
             obj.__func__ if isinstance(obj, (classmethod, staticmethod)) else obj
         )
@@ -453,24 +416,28 @@ def compile_members(plan: Plan) -> dict[str, Any]:
 
 
 def _attribute(
-    plan: Plan, member: Member, accessors: property, doc: str, compiled: str | None
+    plan: Plan,
+    member: Member,
+    namespace: dict[str, Any],
+    doc: str,
+    compiled: str | None,
 ) -> Any:
-    """The proxy's attribute: a C descriptor if *compiled*, else a property.
+    """The proxy's attribute, from the accessors generated in *namespace*: a
+    C descriptor if *compiled*, else a property.
 
     The C descriptor finds the current object itself and leaves a missing
     one to the generated getter and setter, so creating it (locks, events,
     errors) happens in one place either way.
     """
+    fget = namespace[f"{_GETTER}{member.name}"]
+    fset = namespace.get(f"{_SETTER}{member.name}")
+    for accessor in (fget, fset):
+        if accessor is not None:
+            _finish(accessor, plan, member.name, None)
     if compiled is None or _compiled_attribute is None:
-        return property(accessors.fget, accessors.fset, None, doc)
-    assert accessors.fget is not None  # the writer always generates a getter
+        return property(fget, fset, None, doc)
     return _compiled_attribute(
-        member.name,
-        compiled,
-        plan.lookup.misses,
-        accessors.fget,
-        accessors.fset,
-        doc,
+        member.name, compiled, plan.lookup.misses, fget, fset, doc
     )
 
 

@@ -8,9 +8,9 @@ from typing import Any, Generic, TypeVar
 
 from scoped.proxies import _codegen
 from scoped.proxies._codegen import Lookup, Plan, compile_members
-from scoped.proxies._members import discover
+from scoped.proxies._members import Member, discover
 
-__all__ = ["proxy_class", "reserved_names"]
+__all__ = ["proxied_members", "proxy_class", "reserved_names"]
 
 _B = TypeVar("_B", bound=type)
 
@@ -31,6 +31,12 @@ def reserved_names(base: type) -> frozenset[str]:
             continue
         names.update(vars(klass))
     return frozenset(names)
+
+
+def proxied_members(base: type, target: type, exclude: Iterable[str]) -> list[Member]:
+    """The members of *target* that a proxy class on *base* forwards."""
+    reserved = reserved_names(base)
+    return [m for m in discover(target, exclude) if m.name not in reserved]
 
 
 def proxy_class(
@@ -62,8 +68,7 @@ def proxy_class(
     with _lock:
         if key in _cache:
             return _cache[key]  # type: ignore[return-value]
-        reserved = reserved_names(base)
-        members = [m for m in discover(target, excluded) if m.name not in reserved]
+        members = proxied_members(base, target, excluded)
         qualname = f"{base.__qualname__}[{target.__qualname__}]"
         plan = Plan(
             target=target,
@@ -81,7 +86,6 @@ def proxy_class(
             __qualname__=qualname,
             __doc__=base.__doc__,
             _scoped_base=base,
-            _scoped_target=target,
         )
         cls = type(base.__name__, (base, *extra_bases), namespace)
         _cache[key] = cls

@@ -36,7 +36,7 @@ from typing import Any
 
 from scoped.proxies._codegen import _unique, render_call, render_params
 from scoped.proxies._docs import member_doc
-from scoped.proxies._members import Kind, Member, discover
+from scoped.proxies._members import Kind, Member
 
 __all__ = ["OUTPUT", "SourceError", "check", "main", "render", "write"]
 
@@ -393,20 +393,27 @@ class Writer:
         function = member.function
         for variant in _overloads(function):
             self.lines += [f"{_INDENT}@overload"]
-            self.definition(member, variant, ["..."])
+            self.definition(
+                member, variant, _forwarded(member, self.parameters(variant)), ["..."]
+            )
         # Classmethods and staticmethods reach the target class, as at run time.
         target = "self._proxied" if member.kind is Kind.METHOD else self.target_name
         rest = _forwarded(member, self.parameters(function))
         await_ = "await " if member.is_coroutine else ""
         call = self.wrap(f"return {await_}{target}.{member.name}(", render_call(rest))
         doc = member_doc(_clean(member), self.target_ref, self.proxy_ref)
-        self.definition(member, function, [*_docstring(doc), *call])
+        self.definition(member, function, rest, [*_docstring(doc), *call])
 
     def definition(
-        self, member: Member, function: Callable[..., Any], body: list[str]
+        self,
+        member: Member,
+        function: Callable[..., Any],
+        rest: list[inspect.Parameter],
+        body: list[str],
     ) -> None:
-        """Write one ``def`` of *member* with *function*'s signature and *body*."""
-        rest = _forwarded(member, self.parameters(function))
+        """Write one ``def`` of *member* with *function*'s signature (*rest*:
+        its parameters after the first, as :meth:`parameters` renders them)
+        and *body*."""
         taken = {p.name for p in rest}
         lead: list[inspect.Parameter] = []
         if member.kind is not Kind.STATICMETHOD:
@@ -678,16 +685,14 @@ def session_members() -> tuple[type, list[Member]]:
     the names the proxy class defines itself.
     """
     from scoped import _sqlalchemy
-    from scoped.proxies._factory import reserved_names
+    from scoped.proxies._factory import proxied_members
     from scoped.session import scoped_session
 
     target = _sqlalchemy.default_target()
     if target is None:
         msg = "SQLAlchemy is not installed; the Session proxies need it"
         raise SourceError(msg)
-    reserved = reserved_names(scoped_session)
-    members = discover(target, _sqlalchemy.EXCLUDED)
-    return target, [m for m in members if m.name not in reserved]
+    return target, proxied_members(scoped_session, target, _sqlalchemy.EXCLUDED)
 
 
 def async_only_names(members: Sequence[Member]) -> list[str]:

@@ -81,16 +81,16 @@ class Registry(abc.ABC, Generic[_T]):
     ``storage`` and ``scopefunc`` (bound to :attr:`_storage` and
     :attr:`_scopefunc`), and :attr:`lookup_misses` the exceptions that mean
     "not created yet", after which proxies call :meth:`_create_current`.
-    :attr:`lookup_miss_test`, if set, is a source expression over ``error``,
+    :attr:`lookup_miss_test` is a source expression over ``error``,
     ``storage`` and ``self`` (the proxy) that is true only for a miss raised
-    by the lookup itself; proxies then forward from inside the ``try``.
+    by the lookup itself, so that proxies can forward from inside the ``try``.
     :attr:`lookup_calls_python` says that the lookup runs Python code (a
     scope function written in Python).
     """
 
     lookup: ClassVar[str]
     lookup_misses: ClassVar[tuple[type[BaseException], ...]]
-    lookup_miss_test: ClassVar[str | None] = None
+    lookup_miss_test: ClassVar[str]
     lookup_calls_python: ClassVar[bool] = False
     #: How lifecycle events name this registry's kind of scope.
     scope_kind: ClassVar[str] = "custom"

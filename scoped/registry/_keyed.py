@@ -119,7 +119,7 @@ class ScopedRegistry(Registry[_T]):
     # turns an unhashable key into the clear TypeError. An error the session
     # or the scopefunc raises always has a frame of its own, or leaves the
     # scope's object in place.
-    lookup_miss_test: ClassVar[str | None] = (
+    lookup_miss_test: ClassVar[str] = (
         "{error}.__traceback__.tb_next is None and not {self}.registry.has()"
     )
 

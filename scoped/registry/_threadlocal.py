@@ -32,7 +32,7 @@ class ThreadLocalRegistry(Registry[_T]):
     lookup_misses: ClassVar[tuple[type[BaseException], ...]] = (AttributeError,)
     # Python 3.10+ records the object whose attribute was missing, so a miss
     # on the storage is told apart from an AttributeError the session raises.
-    lookup_miss_test: ClassVar[str | None] = "{error}.obj is {storage}"
+    lookup_miss_test: ClassVar[str] = "{error}.obj is {storage}"
 
     _storage: threading.local
 
