@@ -42,6 +42,7 @@ from run import (
     best_times,
     describe_machine,
     parse_timing,
+    render_text,
     timing_arguments,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -160,46 +161,6 @@ async def measure(rounds: int, sample_s: float, seed: int) -> list[Result]:
     ]
 
 
-def render(results: list[Result]) -> str:
-    """The table as aligned plain text."""
-
-    def ns(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
-
-    lines = [
-        (
-            "row",
-            "direct ns",
-            "SA ns",
-            "ours ns",
-            "SA overhead",
-            "our overhead",
-            "ratio",
-            f"vs {TARGET}",
-        )
-    ]
-    for r in results:
-        lines.append(
-            (
-                r.row.label,
-                ns(r.direct),
-                ns(r.sa),
-                ns(r.ours),
-                ns(None if r.direct is None else r.sa - r.direct),
-                ns(None if r.direct is None else r.ours - r.direct),
-                f"{r.ratio:.2f}",
-                r.verdict,
-            )
-        )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    text = []
-    for first, *cells in lines:
-        numbers = (c.rjust(w) for c, w in zip(cells, widths[1:], strict=True))
-        text.append("  ".join([first.ljust(widths[0]), *numbers]))
-    text.insert(1, "-" * len(text[0]))
-    return "\n".join(text)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the table; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -220,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "- direct on the same AsyncSession"
     )
     print()
-    print(render(results))
+    print(render_text(results, TARGET))
     failed = [r.row.label for r in results if r.verdict == "FAIL"]
     if failed:
         print(f"\nabove {TARGET}x of SQLAlchemy's overhead: {'; '.join(failed)}")

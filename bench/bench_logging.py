@@ -36,7 +36,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from run import best_times, describe_machine
+from run import (
+    best_times,
+    describe_machine,
+    format_table,
+    parse_timing,
+    timing_arguments,
+)
 from sqlalchemy import create_engine
 from sqlalchemy.orm import scoped_session as sa_scoped_session
 from sqlalchemy.orm import sessionmaker
@@ -120,7 +126,7 @@ def measure(
 def render(setups: list[Setup], best: dict[str, float]) -> tuple[str, list[str]]:
     """The table, and the labels of the set-ups that failed."""
     base = best["off"]
-    rows = [("set-up", "ns/cycle", "vs (a)", f"<= {LIMIT}")]
+    rows = []
     failed = []
     for setup in setups:
         ratio = best[setup.key] / base
@@ -130,29 +136,18 @@ def render(setups: list[Setup], best: dict[str, float]) -> tuple[str, list[str]]
             if verdict == "FAIL":
                 failed.append(setup.label)
         rows.append((setup.label, f"{best[setup.key]:,.0f}", f"{ratio:.3f}", verdict))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = []
-    for label, *cells in rows:
-        numbers = (c.rjust(w) for c, w in zip(cells, widths[1:], strict=True))
-        lines.append("  ".join([label.ljust(widths[0]), *numbers]))
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines), failed
+    header = ("set-up", "ns/cycle", "vs (a)", f"<= {LIMIT}")
+    return format_table(header, rows), failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the table; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=61, help="samples per set-up")
-    parser.add_argument(
-        "--sample-ms", type=float, default=50.0, help="length of one sample"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    timing_arguments(parser, rounds=61, sample_ms=50.0)
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a filtered set-up fails"
     )
-    args = parser.parse_args(argv)
-    if args.rounds < 1 or args.sample_ms <= 0:
-        parser.error("--rounds must be at least 1 and --sample-ms positive")
+    args = parse_timing(parser, argv)
 
     started = time.perf_counter()
     setups, best = measure(args.rounds, args.sample_ms / 1000, args.seed)

@@ -40,7 +40,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from run import best_times, describe_machine, parse_timing, timing_arguments
+from run import (
+    best_times,
+    describe_machine,
+    format_table,
+    parse_timing,
+    timing_arguments,
+)
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm import scoped_session as sa_scoped_session
@@ -254,7 +260,7 @@ def measure(rounds: int, sample_s: float, seed: int) -> dict[str, float]:
 def render(best: dict[str, float]) -> tuple[str, list[str]]:
     """The table, and the labels of the rows that failed."""
     header = ("group", "row", "ns", "baseline ns", "ratio", "target", "")
-    rows = [header]
+    rows = []
     failed = []
     for row in ROWS:
         ratio = best[row.numerator] / best[row.denominator]
@@ -272,16 +278,7 @@ def render(best: dict[str, float]) -> tuple[str, list[str]]:
                 verdict,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if i < 2 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines), failed
+    return format_table(header, rows, left=2), failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -267,16 +267,17 @@ def _ns(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-HEADERS = (
-    "row",
-    "direct ns",
-    "SA ns",
-    "ours ns",
-    "SA overhead",
-    "our overhead",
-    "ratio",
-    "vs 0.4",
-)
+def _headers(target: float) -> tuple[str, ...]:
+    return (
+        "row",
+        "direct ns",
+        "SA ns",
+        "ours ns",
+        "SA overhead",
+        "our overhead",
+        "ratio",
+        f"vs {target:g}",
+    )
 
 
 def _cells(result: Result) -> tuple[str, ...]:
@@ -292,21 +293,23 @@ def _cells(result: Result) -> tuple[str, ...]:
     )
 
 
-def render_text(results: list[Result]) -> str:
-    """The table as aligned plain text."""
-    return format_table(HEADERS, [_cells(r) for r in results])
+def render_text(results: list[Result], target: float = TARGET) -> str:
+    """The table as aligned plain text, judged against *target*."""
+    return format_table(_headers(target), [_cells(r) for r in results])
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Plain-text columns: the first left-aligned, the others right-aligned."""
+def format_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], *, left: int = 1
+) -> str:
+    """Plain-text columns: the first *left* left-aligned, the others right."""
     lines = [tuple(headers), *(tuple(row) for row in rows)]
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
 
     def fmt(cells: tuple[str, ...]) -> str:
-        first = cells[0].ljust(widths[0])
-        pairs = zip(cells[1:], widths[1:], strict=True)
-        rest = (cell.rjust(width) for cell, width in pairs)
-        return "  ".join([first, *rest])
+        return "  ".join(
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
 
     rule = "-" * len(fmt(lines[0]))
     return "\n".join([fmt(lines[0]), rule, *(fmt(c) for c in lines[1:])])
@@ -314,7 +317,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def render_markdown(results: list[Result]) -> str:
     """The table as Markdown, for docs/performance.md."""
-    return format_markdown(HEADERS, [_cells(r) for r in results])
+    return format_markdown(_headers(TARGET), [_cells(r) for r in results])
 
 
 def format_markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -406,7 +406,6 @@ class PooledWSGIServer(WSGIServer):
     def __init__(self, address: tuple[str, int], app: WSGIApplication, threads: int):
         super().__init__(address, _QuietHandler)
         self.set_app(app)
-        self.threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="scoped-server")
         self._busy = 0
         self._idle = threading.Condition()

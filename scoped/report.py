@@ -314,9 +314,9 @@ class _Scanner:
                 obj, end = scan(line, 0)
             except (ValueError, RecursionError, StopIteration):
                 end = -1
-            if end != len(line):
-                # Not one bare JSON value: the full decoder judges (whitespace
-                # around the value is fine) and says what is wrong.
+            if end != len(line) and (end < 0 or line[end:].strip(" \t\r\n")):
+                # Not one JSON value, trailing whitespace aside (a CRLF line
+                # end): the full decoder judges and says what is wrong.
                 obj = self._decode_slowly(lineno, line)
                 if obj is _UNUSABLE:
                     continue
@@ -870,9 +870,7 @@ def _leak_lines(leaks: dict[str, Any]) -> list[str]:
 def _spread_lines(spread: dict[str, Any]) -> list[str]:
     out = ["", f"Touched from more than one thread or task: {spread['count']:,}"]
     for s in spread["sessions"]:
-        threads = ", ".join(
-            f"{_n(t['thread'])} ({_ident(t['thread_id'])})" for t in s["threads"]
-        )
+        threads = ", ".join(_thread(t) for t in s["threads"])
         tasks = ", ".join(_n(t) for t in s["tasks"])
         out.append(
             f"  {s['registry']} {s['session_id']} (line {s['line']:,}, "

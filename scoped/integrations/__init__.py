@@ -106,6 +106,14 @@ class RequestScope:
         await self._block.__aenter__()
         return self
 
+    async def __aenter__(self) -> RequestScope:
+        return await self.aopen()
+
+    async def __aexit__(
+        self, kind: object, exc: BaseException | None, tb: object
+    ) -> None:
+        await self.aend(exc)
+
     def _settle(self, error: BaseException | None) -> Any:
         if not self._commit:
             return None

@@ -130,14 +130,13 @@ class ScopedSessionMiddleware:
         if kind not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
-        request = await RequestScope(
-            self.db_session, commit_on_success=self.commit_on_success
-        ).aopen()
+        commit = self.commit_on_success
+        request = RequestScope(self.db_session, commit_on_success=commit)
         send_and_watch: Send = send
         if kind == "websocket":
             # A websocket has no status; it succeeded unless something raised.
             request.status = 0
-        elif self.commit_on_success:
+        elif commit:
             # Only a commit needs the status: other requests skip the wrapper.
 
             async def send_and_watch(message: Message) -> None:
@@ -145,12 +144,8 @@ class ScopedSessionMiddleware:
                     request.status = message["status"]
                 await send(message)
 
-        try:
+        async with request:
             await self.app(scope, receive, send_and_watch)
-        except BaseException as exc:
-            await request.aend(exc)
-            raise
-        await request.aend()
 
 
 _dependencies: weakref.WeakKeyDictionary[
@@ -195,14 +190,9 @@ def _make_dependency(
         if db is None:
             msg = "the scoped_session of this dependency no longer exists"
             raise RuntimeError(msg)
-        request = await RequestScope(db, commit_on_success=commit_on_success).aopen()
-        # A dependency sees exceptions, not statuses: no exception is success.
-        request.status = 0
-        try:
+        async with RequestScope(db, commit_on_success=commit_on_success) as request:
+            # A dependency sees exceptions, not statuses: no exception is success.
+            request.status = 0
             yield db()
-        except BaseException as exc:
-            await request.aend(exc)
-            raise
-        await request.aend()
 
     return scoped_session_dependency
