@@ -199,6 +199,29 @@ def test_commit_on_success_commits_ok_responses_only(engine: sa.Engine) -> None:
         assert ["/ok"] == list(session.scalars(sa.select(User.name)))
 
 
+def test_commit_on_success_rolls_back_a_status_it_cannot_read(
+    engine: sa.Engine,
+) -> None:
+    """A garbled status line is no success: the request's work is rolled back."""
+    db = scoped_session(sessionmaker(engine))
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        db.add(User(name="garbled"))
+        start_response("XYZ garbled", [])
+        return [b""]
+
+    wrapped = ScopedSessionMiddleware(app, db, commit_on_success=True)
+    response = wrapped({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *a: None)
+    list(response)
+    response.close()  # type: ignore[attr-defined]
+
+    assert {"created": 1, "removed": 1, "cleaned_up": 0, "live": 0} == (
+        db.registry.stats()
+    )
+    with Session(engine) as session:
+        assert [] == list(session.scalars(sa.select(User.name)))
+
+
 def test_default_is_to_close_without_committing(engine: sa.Engine) -> None:
     """Without commit_on_success, whatever the view did not commit is discarded."""
     db = scoped_session(sessionmaker(engine))

@@ -42,12 +42,13 @@ if TYPE_CHECKING:
 __all__ = ["ScopedSessionMiddleware"]
 
 
-def _status_code(status: str) -> int:
-    """The number of a WSGI status line such as ``"200 OK"`` (0 if garbled)."""
+def _status_code(status: str) -> int | None:
+    """The number of a WSGI status line such as ``"200 OK"``; ``None`` if
+    garbled, which is no success."""
     try:
         return int(status[:3])
     except ValueError:
-        return 0
+        return None
 
 
 class ScopedSessionMiddleware:
