@@ -23,23 +23,18 @@ before the loop is: nothing is left for the garbage collector to warn about.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import threading
-import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from scoped import scopes
-from scoped.lifecycle import Entry
-from scoped.registry import Registry, ScopedRegistry
+from scoped.registry import Registry, ScopedRegistry, _loops
 from scoped.session import ScopeBlock, scoped_session
 
 __all__ = [
     "AnyAsyncScopedSession",
     "AsyncScopeBlock",
     "async_scoped_session",
-    "close_soon",
 ]
 
 _S = TypeVar("_S")
@@ -117,8 +112,9 @@ class async_scoped_session(_AsyncBase[_S]):  # noqa: N801 - SQLAlchemy's name
 
     def _scoped_attach(self, registry: Registry[_S]) -> None:
         super()._scoped_attach(registry)
-        # Loop shutdown closes what this proxy's scopes still hold.
-        _instances.add(self)
+        if isinstance(registry, ScopedRegistry):
+            # Loop shutdown closes what this proxy's scopes still hold.
+            _loops.watch(registry)
 
     @classmethod
     def _sqlalchemy_options(cls, target: type) -> dict[str, Any] | None:
@@ -151,12 +147,7 @@ class async_scoped_session(_AsyncBase[_S]):  # noqa: N801 - SQLAlchemy's name
         them before disposing of the engine, or to see every connection back
         in the pool.
         """
-        # A task awaited directly wakes its awaiter before its own done
-        # callbacks run, which start the close: let them run first.
-        await asyncio.sleep(0)
-        closer = _closers.get(asyncio.get_running_loop())
-        if closer is not None:
-            await closer.wait(self._scoped_registry)
+        await _loops.wait_closed(self._scoped_registry.closer)
 
     async def remove_all(self) -> None:
         """Close and discard the session of every scope of this thread's loop.
@@ -166,7 +157,7 @@ class async_scoped_session(_AsyncBase[_S]):  # noqa: N801 - SQLAlchemy's name
         """
         registry = self._scoped_registry
         if isinstance(registry, ScopedRegistry):
-            _end_scopes(registry, threading.get_ident())
+            registry.end_scopes(threading.current_thread())
         else:
             await self.remove()
         await self.wait_closed()
@@ -212,196 +203,15 @@ class AsyncScopeBlock(ScopeBlock):
     async def __aexit__(
         self, kind: object, exc: BaseException | None, tb: object
     ) -> None:
-        registry, frame = self._registry, self._frame
-        failure: BaseException | None = None
-        # Only where leaving will succeed; otherwise __exit__ says why.
-        if frame is not None and frame.slot == registry._slot():
-            stack = registry._frame_stack(frame.slot, create=False)
-            if stack and stack[-1] is frame:
-                try:
-                    await registry.aremove()
-                except Exception as error:  # noqa: BLE001 - raised below unless exc
-                    failure = error
-        # Restores the scope; its own remove() finds nothing left to close.
-        self.__exit__(kind, exc, tb)
-        if failure is not None and exc is None:
-            raise failure
-
-
-# -- closes that nothing awaits ------------------------------------------------
-
-
-class _CloseTask(asyncio.Task[None]):
-    """Runs one close; a shutting-down loop's ``cancel()`` must not abandon it.
-
-    :func:`asyncio.run` cancels every task left when the main coroutine
-    returns, this one included; cancelled half-way, the close would leave its
-    connection neither closed nor back in the pool.
-    """
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        return False
-
-
-class _LoopCloser:
-    """The closes running on one event loop, and its shutdown guard."""
-
-    __slots__ = ("guard", "loop", "tasks", "thread_id")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.thread_id = threading.get_ident()
-        self.tasks: dict[asyncio.Task[None], Registry[Any]] = {}
-        self.guard: AsyncGenerator[None, None] | None = None
-        # Too late for a guard once the loop has finalised its generators
-        # (and the loop would warn about a new one).
-        if not getattr(loop, "_asyncgens_shutdown_called", False):
-            guard = _guard(self)
-            # The first step registers it with the running loop and stops at
-            # its yield, without ever suspending.
-            with contextlib.suppress(StopIteration):
-                guard.asend(None).send(None)
-            self.guard = guard
-
-    def start(
-        self,
-        registry: Registry[Any],
-        entry: Entry,
-        awaitable: Awaitable[object],
-        during: str,
-    ) -> None:
-        """Finish *awaitable*, the close of *entry*'s object, in a task."""
-        task = _CloseTask(
-            self._finish(registry, entry, awaitable, during),
-            loop=self.loop,
-            name=f"scoped: close session {entry.session_id}",
-        )
-        self.tasks[task] = registry
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.pop(task, None)
-
-    @staticmethod
-    async def _finish(
-        registry: Registry[Any],
-        entry: Entry,
-        awaitable: Awaitable[object],
-        during: str,
-    ) -> None:
+        frame = self._frame
+        if frame is None:
+            msg = "this scope block was not opened"
+            raise RuntimeError(msg)
         try:
-            await awaitable
-        except Exception as exc:  # noqa: BLE001 - logged as the registry does
-            registry._close_failed(entry, exc, during=during)
-
-    async def wait(self, registry: Registry[Any] | None = None) -> None:
-        """Wait for the closes of *registry* (``None``: all) to finish."""
-        while True:
-            pending = [
-                task
-                for task, owner in self.tasks.items()
-                if registry is None or owner is registry
-            ]
-            if not pending:
-                return
-            await asyncio.wait(pending)
-
-    async def shutdown(self) -> None:
-        """Close everything left on the loop before it closes.
-
-        The closes already running, and every session still live in this
-        thread: its task is gone, or it belongs to a scope that is not a
-        task's. Closes can end further scopes, hence the loop.
-        """
-        while True:
-            for scoped in list(_instances):
-                registry = scoped._scoped_registry
-                if isinstance(registry, ScopedRegistry):
-                    _end_scopes(registry, self.thread_id)
-            if not self.tasks:
-                break
-            await self.wait()
-        if _closers.get(self.loop) is self:
-            del _closers[self.loop]
-
-
-async def _guard(closer: _LoopCloser) -> AsyncGenerator[None, None]:
-    """Suspended until the loop's ``shutdown_asyncgens()``, then closes what is left.
-
-    :func:`asyncio.run` (and ``asyncio.Runner``) call that after cancelling
-    the remaining tasks and before closing the loop, which is the last
-    moment a close can still be awaited.
-    """
-    try:
-        yield
-    finally:
-        await closer.shutdown()
-
-
-#: The closers of the loops that have closes to run.
-_closers: dict[asyncio.AbstractEventLoop, _LoopCloser] = {}
-#: Every async_scoped_session, for the shutdown guard.
-_instances: weakref.WeakSet[async_scoped_session[Any]] = weakref.WeakSet()
-
-
-def _closer(loop: asyncio.AbstractEventLoop) -> _LoopCloser:
-    closer = _closers.get(loop)
-    if closer is None:
-        # Loops closed without a shutdown (run by hand): nothing can run on
-        # them any more, and their suspended guards are dropped harmlessly.
-        for closed in [other for other in _closers if other.is_closed()]:
-            del _closers[closed]
-        closer = _closers[loop] = _LoopCloser(loop)
-    return closer
-
-
-def _end_scopes(registry: ScopedRegistry[Any], thread_id: int | None) -> None:
-    """End the scope of every session *registry* holds for *thread_id*."""
-    with registry._lock:
-        live = [
-            (stored, entry)
-            for stored, entry in registry._key_entries.items()
-            if entry.thread_id == thread_id
-        ]
-    for stored, entry in live:
-        registry._ended(stored, entry)
-
-
-def close_soon(
-    registry: Registry[Any],
-    entry: Entry,
-    awaitable: Awaitable[object],
-    *,
-    during: str,
-) -> None:
-    """Finish an async close started where nothing can await it.
-
-    On the running loop when there is one (a task's done callback); else on
-    the loop of the thread that created the session, if it still runs (a
-    scope key collected elsewhere). Otherwise the close cannot happen: the
-    failure is reported as a ``session.close_failed`` event.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        _closer(loop).start(registry, entry, awaitable, during)
-        return
-    for closer in list(_closers.values()):
-        if closer.thread_id == entry.thread_id and closer.loop.is_running():
-            with contextlib.suppress(RuntimeError):  # closed meanwhile
-                closer.loop.call_soon_threadsafe(
-                    closer.start, registry, entry, awaitable, during
-                )
-                return
-    close = getattr(awaitable, "close", None)
-    if callable(close):
-        # A coroutine that never ran: closing it is all that can be done,
-        # and it keeps Python from warning that it was never awaited.
-        close()
-    failure = RuntimeError(
-        "no running event loop to close the session on; close async sessions "
-        "with 'await db.remove()' before their loop stops"
-    )
-    registry._close_failed(entry, failure, during=during)
+            await self._registry.apop(frame)
+        except Exception:
+            if exc is None:
+                raise
+            # The block's own exception matters more than a failure to close
+            # its session, which the registry has already logged.
+        self._frame = None

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, overloa
 from scoped import _sqlalchemy
 from scoped.errors import AlreadyPresentError, ScopedWarning, describe, require_callable
 from scoped.lifecycle import Events, mask_url
-from scoped.proxies import Lookup, proxy_class
-from scoped.registry import Registry, for_scope
-from scoped.registry._base import Frame
+from scoped.proxies import proxy_class
+from scoped.registry import Frame, Registry, for_scope
 
 _S = TypeVar("_S")
 _T = TypeVar("_T")
@@ -314,13 +313,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         registry: Registry[Any],
         options: dict[str, Any] | None = None,
     ) -> type:
-        lookup = Lookup(
-            registry.lookup,
-            registry.lookup_misses,
-            miss_test=registry.lookup_miss_test,
-            calls_python=registry.lookup_calls_python,
-        )
-        return proxy_class(base, target, lookup, **(options or {}))
+        return proxy_class(base, target, registry.lookup, **(options or {}))
 
     def _scoped_attach(self, registry: Registry[_S]) -> None:
         # Generated proxies read these two handles directly: one attribute
@@ -339,10 +332,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
     @registry.setter
     def registry(self, registry: Registry[_S]) -> None:
         current = self._scoped_registry
-        if (registry.lookup, registry.lookup_misses) != (
-            current.lookup,
-            current.lookup_misses,
-        ):
+        if registry.lookup != current.lookup:
             msg = (
                 f"cannot replace a {type(current).__name__} with a "
                 f"{type(registry).__name__}: the generated proxies read the "

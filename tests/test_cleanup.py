@@ -341,7 +341,7 @@ def test_fork_while_another_thread_does_bookkeeping(
 
     def bookkeeping() -> None:
         # As a thread inside stats() or a creation at the moment of fork.
-        with db.registry._entries_lock:
+        with db.registry.ledger.lock:
             holding.set()
             release.wait(10)
 

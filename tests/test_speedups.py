@@ -430,7 +430,7 @@ def test_a_scope_function_written_in_python_keeps_python_properties(
     monkeypatch.setattr(_codegen, "SPEEDUPS", True)
     db = scoped_session(Target, scopefunc, log=False)
 
-    assert db.registry.lookup_calls_python
+    assert db.registry.lookup.calls_python
     assert isinstance(inspect.getattr_static(type(db), "value"), property)
     db.value = 5
     assert 5 == db.value
@@ -448,7 +448,7 @@ def test_a_scope_function_in_c_gets_compiled_attributes(
     monkeypatch.setattr(_codegen, "SPEEDUPS", True)
     db = scoped_session(Target, scopefunc, log=False)
 
-    assert not db.registry.lookup_calls_python
+    assert not db.registry.lookup.calls_python
     assert type(inspect.getattr_static(type(db), "value")) is COMPILED
 
 

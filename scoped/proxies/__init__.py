@@ -11,7 +11,7 @@ properties.
 
 from __future__ import annotations
 
-from scoped.proxies._codegen import SPEEDUPS, Lookup, Plan, compile_members
+from scoped.proxies._codegen import SPEEDUPS, Plan, compile_members
 from scoped.proxies._docs import attribute_doc, proxied_doc
 from scoped.proxies._factory import proxy_class, reserved_names
 from scoped.proxies._members import Kind, Member, discover
@@ -19,7 +19,6 @@ from scoped.proxies._members import Kind, Member, discover
 __all__ = [
     "SPEEDUPS",
     "Kind",
-    "Lookup",
     "Member",
     "Plan",
     "attribute_doc",

@@ -17,6 +17,7 @@ off.
 
 from __future__ import annotations
 
+import dis
 import inspect
 import itertools
 import linecache
@@ -28,13 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 from scoped.proxies._docs import member_doc
 from scoped.proxies._members import Kind, Member
+from scoped.registry._lookup import Lookup
 
 if TYPE_CHECKING:
     from scoped._speedups import ScopedAttribute
 
 __all__ = [
     "SPEEDUPS",
-    "Lookup",
     "Plan",
     "compile_members",
     "render_call",
@@ -74,39 +75,48 @@ _FALLBACK = "{self}.registry._create_current()"
 _GETTER = "_scoped_get_"
 _SETTER = "_scoped_set_"
 
-#: The lookups :class:`~scoped._speedups.ScopedAttribute` performs itself, by
-#: the registries' source for them; any other lookup gets Python properties.
-_COMPILED_LOOKUPS = {
-    "{storage}.value": "local",
-    "{storage}[{scopefunc}()]": "keyed",
-    "{storage}[id({scopefunc}())]": "identity",
-}
+# Where each generated function keeps the offsets of its lookup's own
+# instructions; read only when an exception reaches its ``except`` clause.
+_MISSES = "_scoped_misses_"
+_SUBSCRIPTS = frozenset({"BINARY_SUBSCR"})
+_ATTRIBUTE_READS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """How a proxy finds the current object without a Python-level call.
+def _is_subscript(instruction: dis.Instruction) -> bool:
+    # 3.14 folds subscripts into BINARY_OP.
+    return instruction.opname in _SUBSCRIPTS or (
+        instruction.opname == "BINARY_OP" and instruction.argrepr == "[]"
+    )
 
-    *expression* is source over ``{storage}`` and ``{scopefunc}`` (the
-    proxy's ``_scoped_storage`` and ``_scoped_scopefunc``); *misses* are the
-    exceptions it raises when the scope has no object yet, after which the
-    registry's ``_create_current()`` creates it.
 
-    *miss_test* is source over ``{error}``, ``{storage}`` and ``{self}`` that
-    is true only for a miss raised by *expression* itself, never for the same
-    exception type raised by the object being forwarded to, so that members
-    can forward from inside the ``try`` (the fastest layout).
+def lookup_offsets(code: Any, lookup: Lookup) -> frozenset[int]:
+    """The offsets of the instructions that evaluate *lookup* in *code*.
 
-    *calls_python* says that the lookup calls a function written in Python.
-    Compiled descriptors then stay out: C code calls it through a fresh
-    interpreter entry, which costs more than the property a Python getter
-    saves, while a generated getter calls it inline.
+    They run from the read of the proxy's storage handle through the storage
+    access that can miss (the scope function's call included): an exception
+    whose traceback stops at one of them in the proxy's frame was raised by
+    the lookup itself, never by the object forwarded to, whatever its type.
+    That is exact, and needs no second look at the registry, which another
+    thread may have changed since the lookup missed.
     """
-
-    expression: str
-    misses: tuple[type[BaseException], ...]
-    miss_test: str
-    calls_python: bool = False
+    item = lookup.kind.access == "item"
+    offsets: set[int] = set()
+    collecting = False
+    for instruction in dis.get_instructions(code):
+        if not collecting:
+            collecting = (
+                instruction.opname in _ATTRIBUTE_READS
+                and instruction.argval == _STORAGE
+            )
+            continue
+        offsets.add(instruction.offset)
+        if (
+            _is_subscript(instruction)
+            if item
+            else instruction.opname in _ATTRIBUTE_READS
+        ):
+            collecting = False
+    return frozenset(offsets)
 
 
 @dataclass
@@ -128,7 +138,7 @@ class Plan:
         lookup = self.lookup
         if not self.speedups or _compiled_attribute is None or lookup.calls_python:
             return None
-        return _COMPILED_LOOKUPS.get(lookup.expression)
+        return lookup.kind.label if lookup.kind.compiled else None
 
 
 def _unique(base: str, taken: set[str]) -> str:
@@ -232,6 +242,9 @@ class _Writer:
         self.defaults: dict[int, str] = {}
         self.docs: dict[str, str] = {}
         self.signatures: dict[str, inspect.Signature] = {}
+        #: The generated functions, in order; those that look up the current
+        #: object get their lookup's offsets once compiled.
+        self.functions: list[str] = []
         self.target_name = "_scoped_target"
         self.namespace[self.target_name] = plan.target
         for i, exc in enumerate(plan.lookup.misses):
@@ -259,16 +272,28 @@ class _Writer:
 
     def miss(self, first: str, error: str, session: str) -> list[str]:
         """The ``except`` clause: on a miss of the lookup itself, create the
-        object as *session*; let anything else propagate."""
-        test = self.plan.lookup.miss_test.format(
-            error=error, storage=f"{first}.{_STORAGE}", self=first
-        )
+        object as *session*; let anything else propagate.
+
+        A miss is an exception raised directly by one of the lookup's own
+        instructions (see :func:`lookup_offsets`), which the function being
+        written finds under its own name once compiled.
+        """
+        offsets = f"{_MISSES}{self.functions[-1]}"
+        trace = f"{error}.__traceback__"
         return [
             f"    except {self.misses} as {error}:",
-            f"        if not ({test}):",
+            # Raised here by C code: a scope function written in Python
+            # raises from a frame of its own, and its error is its own.
+            f"        if {trace}.tb_next is not None"
+            f" or {trace}.tb_lasti not in {offsets}:",
             "            raise",
             f"        {session} = {_FALLBACK.format(self=first)}",
         ]
+
+    def define(self, head: str, name: str, signature: str) -> None:
+        """Open the ``def`` of a generated function named *name*."""
+        self.functions.append(name)
+        self.lines.append(f"{head} {name}({signature}):")
 
     def forward(
         self, first: str, taken: set[str], body: Callable[[str], list[str]]
@@ -338,7 +363,7 @@ class _Writer:
         )
         signature = render_params([*lead, *rest], self.default)
         if member.kind is Kind.METHOD:
-            self.lines.append(f"{head} {member.name}({signature}):")
+            self.define(head, member.name, signature)
             self.forward(first, taken, body)
         else:
             decorator = member.kind.value
@@ -355,11 +380,11 @@ class _Writer:
 
     def attribute(self, member: Member) -> None:
         """Append the getter (and setter) that the attribute is built from."""
-        self.lines.append(f"def {_GETTER}{member.name}(self):")
+        self.define("def", f"{_GETTER}{member.name}", "self")
         self.forward("self", {"self"}, lambda obj: [f"    return {obj}.{member.name}"])
         self.lines.append("")
         if member.writable:
-            self.lines.append(f"def {_SETTER}{member.name}(self, value):")
+            self.define("def", f"{_SETTER}{member.name}", "self, value")
             self.store("self", member.name, "value")
             self.lines.append("")
         self.docs[member.name] = member_doc(
@@ -395,6 +420,12 @@ def compile_members(plan: Plan) -> dict[str, Any]:
     code = compile(source, filename, "exec")
     namespace = writer.namespace
     exec(code, namespace)  # the source is generated above, not user input
+    for name in writer.functions:
+        offsets = lookup_offsets(namespace[name].__code__, plan.lookup)
+        if not offsets:
+            msg = f"no lookup found in the generated {name}(): {plan.lookup}"
+            raise RuntimeError(msg)
+        namespace[f"{_MISSES}{name}"] = offsets
     # Like attrs, register a fake file so debuggers and tracebacks show it.
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
 

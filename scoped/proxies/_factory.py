@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
+from scoped import _fork
 from scoped.proxies import _codegen
-from scoped.proxies._codegen import Lookup, Plan, compile_members
+from scoped.proxies._codegen import Plan, compile_members
 from scoped.proxies._members import Member, discover
+from scoped.registry._lookup import Lookup
 
 __all__ = ["proxied_members", "proxy_class", "reserved_names"]
 
 _B = TypeVar("_B", bound=type)
 
 _cache: dict[tuple[Any, ...], type] = {}
-_lock = threading.Lock()
+# Held while a class is generated (milliseconds); a child forked meanwhile
+# gets it released.
+_lock = _fork.Lock()
 
 
 def reserved_names(base: type) -> frozenset[str]:

@@ -14,13 +14,17 @@ from typing import Any, TypeVar
 
 from scoped import scopes
 from scoped.lifecycle import Events
-from scoped.registry._base import MISSING, Frame, Registry
+from scoped.registry._base import MISSING, Registry
+from scoped.registry._frames import Frame
 from scoped.registry._keyed import ScopedRegistry
+from scoped.registry._lookup import Lookup, LookupKind
 from scoped.registry._threadlocal import ThreadLocalRegistry
 
 __all__ = [
     "MISSING",
     "Frame",
+    "Lookup",
+    "LookupKind",
     "Registry",
     "ScopedRegistry",
     "ThreadLocalRegistry",

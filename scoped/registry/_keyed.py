@@ -7,21 +7,17 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable, Hashable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from scoped.errors import AlreadyPresentError, require_callable
 from scoped.lifecycle import Entry, bounded_repr
-from scoped.registry._base import MISSING, Frame, Registry, _Missing
+from scoped.registry._base import MISSING, Registry, _Missing
+from scoped.registry._lookup import IDENTITY, KEYED
 from scoped.scopes import Scope
 
 __all__ = ["ScopedRegistry"]
 
 _T = TypeVar("_T")
-
-
-def _sets_aside(frame: Frame, entry: Entry | None) -> bool:
-    """Whether the ``scope()`` block *frame* set aside the object of *entry*."""
-    return entry is not None and frame.saved is not None and frame.saved[2] is entry
 
 
 class _Creation:
@@ -103,25 +99,11 @@ class ScopedRegistry(Registry[_T]):
     same hashable key for as long as the scope lasts. Exactly one object is
     created per key, even when many threads race on one key: the first caller
     creates it while the others wait, so no session is built only to be
-    dropped. A *scopefunc* that raises propagates its exception unchanged; an
-    unhashable key is a :class:`TypeError` naming the scopefunc and the key's
-    type. Neither changes the registry.
+    dropped; ``set()`` waits for a creation in flight too. A *scopefunc* that
+    raises propagates its exception unchanged; an unhashable key is a
+    :class:`TypeError` naming the scopefunc and the key's type. Neither
+    changes the registry.
     """
-
-    lookup: ClassVar[str] = "{storage}[{scopefunc}()]"
-    # LookupError also covers a ContextVar that has no value yet.
-    lookup_misses: ClassVar[tuple[type[BaseException], ...]] = (
-        LookupError,
-        TypeError,
-    )
-    # A miss is raised by the subscript in the proxy's own frame (nothing
-    # deeper in the traceback) while the scope holds nothing; has() also
-    # turns an unhashable key into the clear TypeError. An error the session
-    # or the scopefunc raises always has a frame of its own, or leaves the
-    # scope's object in place.
-    lookup_miss_test: ClassVar[str] = (
-        "{error}.__traceback__.tb_next is None and not {self}.registry.has()"
-    )
 
     _storage: dict[Hashable, _T]
     _scopefunc: Callable[[], Any]
@@ -145,24 +127,20 @@ class ScopedRegistry(Registry[_T]):
         self._checked_scopefunc = scopefunc
         self._scopefunc = scope.fast() if scope is not None else scopefunc
         fast = self._scopefunc
-        self.lookup_calls_python = inspect.isfunction(fast) or inspect.ismethod(fast)  # type: ignore[misc]
         # Scopes whose keys are objects compared by identity are stored by
         # id(): a C-level lookup that does not keep the object alive. Their
         # end is noticed by a weak reference, which fires before the id can
         # be reused.
         self._identity = scope is not None and scope.identity_keys
-        if self._identity:
-            self.lookup = "{storage}[id({scopefunc}())]"  # type: ignore[misc]
-        if scope is not None and scope.fast_misses:
-            # The proxies then ask the scope itself, which explains.
-            self.lookup_misses = (*self.lookup_misses, *scope.fast_misses)  # type: ignore[misc]
+        # The proxies then ask the scope itself, which explains its misses.
+        self.lookup = (IDENTITY if self._identity else KEYED).with_misses(
+            *(scope.fast_misses if scope is not None else ()),
+            calls_python=inspect.isfunction(fast) or inspect.ismethod(fast),
+        )
+        self._misses = self.lookup.misses
         self._storage = {}
-        # Reentrant for the same reason as the entries lock: _collected()
-        # runs wherever the garbage collector happens to run.
-        self._lock = threading.RLock()
         self._creating: dict[Hashable, _Creation] = {}
         self._key_entries: dict[Hashable, Entry] = {}
-        self._frames: dict[Hashable, list[Frame]] = {}
         # How to cancel the scope's watch of each live entry (by id()), for
         # scopes that watch with callbacks: a long-lived task that creates
         # and removes many sessions must not pile up done callbacks that
@@ -211,7 +189,7 @@ class ScopedRegistry(Registry[_T]):
             if self._identity:
                 return self._storage[id(self._scopefunc())]
             return self._storage[self._scopefunc()]
-        except self.lookup_misses:
+        except self._misses:
             pass
         # Created outside the except block, as the thread-local registry does.
         return self._get_or_create(None)
@@ -220,44 +198,64 @@ class ScopedRegistry(Registry[_T]):
         return self.key() in self._storage
 
     def set(self, obj: _T) -> None:
-        key, raw = self._keys()
-        self._clear_key(key)
-        self._store(key, raw, obj)
-
-    def clear(self) -> None:
-        self._clear_key(self.key())
-
-    def _clear_key(self, key: Hashable) -> None:
-        with self._lock:
-            self._storage.pop(key, None)
-            entry = self._key_entries.pop(key, None)
-        self._unwatched(entry)
-        self._discarded(entry)
-
-    def _unwatched(self, entry: Entry | None) -> None:
-        """Cancel the scope's watch of *entry*, which left its scope early."""
-        if self._unwatch and entry is not None:
-            cancel = self._unwatch.pop(id(entry), None)
-            if cancel is not None:
-                cancel()
+        self._get_or_create(lambda: obj, replace=True)
 
     def peek(self) -> _T | _Missing:
         return self._storage.get(self.key(), MISSING)
 
+    def _slot(self) -> Hashable:
+        return self.key()
+
     def _current_entry(self) -> Entry | None:
         return self._key_entries.get(self.key())
 
-    def _drop_all(self) -> None:
-        # Another thread may have held the lock at fork time: start afresh.
-        self._lock = threading.RLock()
+    def _detach(self, entry: Entry, *, set_aside: bool = False) -> bool:
+        stored = entry.slot
+        if self._key_entries.get(stored) is not entry:
+            return False
+        del self._key_entries[stored]
+        self._storage.pop(stored, None)
+        # An object set aside by a scope() block still ends with its scope.
+        cancel = None if set_aside else self._unwatch.pop(id(entry), None)
+        if cancel is not None:
+            cancel()
+        return True
+
+    def _put(self, entry: Entry) -> None:
+        stored = entry.slot
+        current = self._key_entries.get(stored)
+        if current is not None and current is not entry:
+            # Created meanwhile by another thread of the same scope: the
+            # block's outer object wins, as if the block had never opened.
+            self._discard(current)
+        self._storage[stored] = entry.obj  # type: ignore[assignment]
+        self._key_entries[stored] = entry
+
+    def _discard(self, entry: Entry) -> None:
+        """Take *entry* out of the storage and settle it, without closing."""
+        self._detach(entry)
+        if self.ledger.claim(entry):
+            self.closer.settle(entry, removed=True)
+
+    def _reset_storage(self) -> None:
         self._storage.clear()
         self._key_entries.clear()
         self._creating.clear()
-        self._frames.clear()
         self._unwatch.clear()
 
-    def _store(self, key: Hashable, raw: Any, obj: _T) -> None:
-        """Store a new object for *key* and arrange for the scope's end."""
+    def end_scopes(self, thread: threading.Thread) -> None:
+        """End the scope of every session created by *thread* (loop shutdown)."""
+        with self.ledger.lock:
+            live = [
+                (stored, entry)
+                for stored, entry in self._key_entries.items()
+                if entry._thread is thread
+            ]
+        for stored, entry in live:
+            self._ended(stored, entry)
+
+    def _track(self, key: Hashable, raw: Any, obj: _T) -> tuple[Entry, Any]:
+        """Make the entry of a new object for *key*: its label and weak key."""
         scope = self._scope
         stored: Hashable = key
         watcher: object = None
@@ -271,18 +269,38 @@ class ScopedRegistry(Registry[_T]):
             label = bounded_repr(key)
         else:
             label = key  # type: ignore[assignment]
-        entry = self._track(obj, label)
+        entry = Entry(obj, label)
         entry.slot = stored
         # The weak reference must live as long as the entry for its callback
         # to fire.
         entry.watcher = watcher
-        with self._lock:
+        return entry, stored
+
+    def _store(self, key: Hashable, raw: Any, obj: _T) -> None:
+        """Store a new object for *key*, replacing (discarding) any other,
+        and arrange for the scope's end."""
+        entry, stored = self._track(key, raw, obj)
+        ledger = self.ledger
+        with ledger.lock:
+            replaced = self._key_entries.get(stored)
+            if replaced is not None:
+                self._discard(replaced)
+            ledger.add(entry)
             self._storage[stored] = obj
             self._key_entries[stored] = entry
+        self._announce(entry)
+        scope = self._scope
         if scope is not None:
             handle = scope.watch(raw, functools.partial(self._ended, stored, entry))
             if handle is not None:
-                self._unwatch[id(entry)] = functools.partial(scope.unwatch, raw, handle)
+                with ledger.lock:
+                    # Unless the object left its scope meanwhile.
+                    if self._key_entries.get(stored) is entry:
+                        self._unwatch[id(entry)] = functools.partial(
+                            scope.unwatch, raw, handle
+                        )
+                        return
+                scope.unwatch(raw, handle)
 
     def _collected(self, stored: Hashable) -> None:
         self._ended(stored, None)
@@ -298,28 +316,20 @@ class ScopedRegistry(Registry[_T]):
         noticed once per object, in no set order). A call about an object
         the scope no longer holds changes nothing.
         """
-        with self._lock:
+        with self.ledger.lock:
             ended: list[Entry] = []
             current = self._key_entries.get(stored)
             if current is not None and (entry is None or current is entry):
-                del self._key_entries[stored]
-                self._storage.pop(stored, None)
+                self._detach(current, set_aside=True)
                 ended.append(current)
-            frames = self._frames.get(stored, ())
             # Without an entry, the scope's object was collected: it ended.
-            if ended or entry is None or any(_sets_aside(f, entry) for f in frames):
-                # No block of an ended scope can be left any more.
-                for frame in self._frames.pop(stored, ()):
-                    if frame.saved is not None:
-                        ended.append(frame.saved[2])
-                        frame.saved = None
+            if ended or entry is None or self.frames.sets_aside(stored, entry):
+                ended += self.frames.end(stored)
             for gone in ended:
+                # The scope is over: nothing left to cancel, nor to keep alive.
                 self._unwatch.pop(id(gone), None)
         for gone in ended:
             self._scope_ended(gone)
-
-    def _slot(self) -> Hashable:
-        return self.key()
 
     def _describe_slot(self, slot: Hashable) -> str:
         scope = self._scope
@@ -338,44 +348,28 @@ class ScopedRegistry(Registry[_T]):
         if self._scope is not None:
             self._scope.close(opened)
 
-    def _frame_stack(self, slot: Hashable, *, create: bool) -> list[Any] | None:
-        if create:
-            return self._frames.setdefault(slot, [])
-        return self._frames.get(slot)
+    def _get_or_create(
+        self, factory: Callable[[], _T] | None, *, replace: bool = False
+    ) -> _T:
+        """Find or create the current object; with *replace*, store
+        *factory*'s object whatever the scope holds (``set()``).
 
-    def _forget_frames(self, slot: Hashable) -> None:
-        self._frames.pop(slot, None)
-
-    def _take(self) -> Any:
-        key = self.key()
-        with self._lock:
-            entry = self._key_entries.pop(key, None)
-            if entry is None:
-                return None
-            obj = self._storage.pop(key)
-        return (entry.slot, obj, entry)
-
-    def _put(self, saved: Any) -> None:
-        if saved is None:
-            return
-        stored, obj, entry = saved
-        with self._lock:
-            self._storage[stored] = obj
-            self._key_entries[stored] = entry
-
-    def _get_or_create(self, factory: Callable[[], _T] | None) -> _T:
+        Creations for one key are serialised: a caller that finds one in
+        flight waits for it, then looks again.
+        """
         key, raw = self._keys()
         while True:
-            with self._lock:
-                try:
-                    existing = self._storage[key]
-                except KeyError:
-                    pass
-                else:
-                    if factory is None:
-                        return existing
-                    msg = f"scope {key!r} already holds an object"
-                    raise AlreadyPresentError(msg)
+            with self.ledger.lock:
+                if not replace:
+                    try:
+                        existing = self._storage[key]
+                    except KeyError:
+                        pass
+                    else:
+                        if factory is None:
+                            return existing
+                        msg = f"scope {key!r} already holds an object"
+                        raise AlreadyPresentError(msg)
                 pending = self._creating.get(key)
                 if pending is None:
                     pending = self._creating[key] = _Creation()
@@ -394,6 +388,6 @@ class ScopedRegistry(Registry[_T]):
             self._store(key, raw, obj)
             return obj
         finally:
-            with self._lock:
+            with self.ledger.lock:
                 del self._creating[key]
             pending.busy.release()
