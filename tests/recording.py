@@ -3,14 +3,17 @@ helpers the concurrency guarantees are checked with."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
+import signal
 import sys
 import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 _T = TypeVar("_T")
 
@@ -106,33 +109,41 @@ def switching(interval: float = 1e-5) -> Iterator[None]:
         sys.setswitchinterval(previous)
 
 
-def fork_and_check(child: Callable[[], int], *, timeout: float = 10.0) -> int:
-    """Run *child* in a forked process; return its exit code.
+def in_child(
+    work: Callable[[], dict[str, Any]], *, timeout: float = 10.0
+) -> dict[str, Any]:
+    """Run *work* in a forked child; return the JSON-able dict it returned.
 
-    The child exits with *child*'s return value (2 for an exception) through
-    ``os._exit``; a child still running after *timeout* seconds is killed and
-    reported as -9. Forking while other threads run is what these tests are
-    about, so Python's warning about it is silenced for the fork only.
+    An exception in the child comes back as ``{"error": <traceback>}``, a
+    child still running after *timeout* seconds is killed and reported as
+    ``{"error": "hung"}``. The child leaves through ``os._exit``, so nothing
+    of the parent's is finalised there. Forking while other threads run is
+    what these tests are about, so Python's warning about it is silenced for
+    the fork only.
     """
+    read, write = os.pipe()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child reports by its exit status
-        code = 2
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
         try:
-            code = child()
-        except BaseException:  # noqa: BLE001 - shown, then reported by the status
-            traceback.print_exc()
+            try:
+                report = work()
+            except BaseException:  # noqa: BLE001 - reported to the parent
+                report = {"error": traceback.format_exc()}
+            os.write(write, json.dumps(report, default=repr).encode())
         finally:
-            os._exit(code)
-    deadline = timeout
-    step = 0.02
-    while deadline > 0:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        threading.Event().wait(step)
-        deadline -= step
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    return -9
+            os._exit(0)
+    os.close(write)
+    try:
+        ready, _, _ = select.select([read], [], [], timeout)
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+            return {"error": "hung"}
+        chunks = []
+        while chunk := os.read(read, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    return json.loads(b"".join(chunks) or b'{"error": "no report"}')  # type: ignore[no-any-return]

@@ -7,13 +7,17 @@ with forced thread switches and barriers where nothing can.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from recording import Recorded, Started, balanced
+from conftest import run_in_threads
+from recording import Recorded, Started, balanced, in_child, switching
 
 from scoped import scoped_session
 
@@ -172,3 +176,191 @@ def test_set_during_a_creation_leaves_one_session_in_the_scope() -> None:
     stats = db.registry.stats()
     assert 0 == stats["live"]
     assert balanced(stats), stats
+
+
+# -- 7, 8, 10: fork ----------------------------------------------------------
+
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+SCOPES = pytest.mark.parametrize(
+    "scopefunc", [None, lambda: "job"], ids=["thread", "keyed"]
+)
+
+
+@needs_fork
+@SCOPES
+def test_a_forked_child_can_leave_the_scope_block_it_was_forked_in(
+    scopefunc: Callable[[], Any] | None,
+) -> None:
+    """A child forked inside ``with db.scope():`` leaves that block as the
+    parent would: its own session there is closed and removed, and the
+    parent's sessions (the block's, the one set aside) never become the
+    child's.
+    """
+    db = scoped_session(Recorded, scopefunc)
+    outer = db()
+    block = db.scope()
+    block.__enter__()
+    inside = db()
+
+    def child() -> dict[str, Any]:
+        mine = db()
+        block.__exit__(None, None, None)
+        current = db.registry.peek()
+        return {
+            "mine_is_new": mine is not inside and mine is not outer,
+            "mine_closes": mine.closes,
+            "parents_session_back": current is outer or current is inside,
+            "stats": db.registry.stats(),
+        }
+
+    report = in_child(child)
+    block.__exit__(None, None, None)
+
+    assert "error" not in report, report["error"]
+    assert {
+        "mine_is_new": True,
+        "mine_closes": 1,
+        "parents_session_back": False,
+        "stats": {"created": 1, "removed": 1, "cleaned_up": 0, "live": 0},
+    } == report
+    assert outer is db()
+    assert (1, 0) == (inside.closes, outer.closes)
+
+
+@needs_fork
+@SCOPES
+def test_a_forked_childs_counters_add_up(
+    scopefunc: Callable[[], Any] | None,
+) -> None:
+    """The counters a forked child reports account for every session:
+    ``created == removed + cleaned_up + live``, then and after it works.
+
+    The parent has removed one session and holds others (gunicorn's
+    ``preload_app`` forks such a process).
+    """
+    current = ["a"]
+    db = scoped_session(Recorded, scopefunc and (lambda: current[0]))
+    db()
+    db.remove()
+    for current[0] in ["a", "b", "c"]:
+        db()
+    # Sessions of other threads, live at the fork, which the child does not
+    # inherit (for the thread scope; the same key's session otherwise).
+    holding = threading.Barrier(3, timeout=10)
+    release = threading.Event()
+
+    def hold() -> None:
+        db()
+        holding.wait()
+        release.wait(10)
+
+    holders = [Started(hold, name=f"holder {i}") for i in range(2)]
+    holding.wait()
+
+    def child() -> dict[str, Any]:
+        forked = db.registry.stats()
+        db()
+        db.remove()
+        return {"forked": forked, "after": db.registry.stats()}
+
+    report = in_child(child)
+    release.set()
+    for holder in holders:
+        holder.join()
+    db.remove()
+
+    assert "error" not in report, report["error"]
+    assert balanced(report["forked"]), report
+    assert balanced(report["after"]), report
+    assert 0 == report["after"]["live"] - report["forked"]["live"]
+
+
+# -- 9: counters read while other threads work --------------------------------
+
+
+def test_stats_snapshots_always_add_up_while_threads_create_and_remove() -> None:
+    """Every ``stats()`` snapshot satisfies ``created == removed + cleaned_up
+    + live``, however the threads that create and remove are interleaved
+    with the reader (forced switches every 10 microseconds).
+
+    The reader takes up to 50 000 snapshots (at most 3 s) while three
+    threads create and remove; on the first one that does not add up it
+    stops, and the test fails.
+    """
+    db = scoped_session(Recorded)
+    workers = 3
+    start = threading.Barrier(workers + 1, timeout=10)
+    done = threading.Event()
+    broken: list[dict[str, int]] = []
+
+    def work(_: int) -> None:
+        start.wait()
+        created = 0
+        while not done.is_set():
+            db.ping()
+            created += 1
+            if created % 3:
+                db.remove()
+        db.remove()
+
+    def read() -> None:
+        try:
+            start.wait()
+            deadline = time.monotonic() + 3.0
+            for _ in range(50_000):
+                snapshot = db.registry.stats()
+                if not balanced(snapshot):
+                    broken.append(snapshot)
+                    return
+                if time.monotonic() > deadline:
+                    return
+        finally:
+            done.set()
+
+    with switching():
+        reader = Started(read, name="reader")
+        run_in_threads(workers, work)
+        reader.join()
+
+    assert [] == broken
+    final = db.registry.stats()
+    assert balanced(final), final
+    assert 0 == final["live"]
+
+
+@needs_fork
+def test_a_child_forked_during_proxy_generation_can_generate_proxies() -> None:
+    """A child forked while another thread generates the proxy class of a new
+    session class can still create a ``scoped_session`` of a class not yet
+    generated (within 5 s), instead of waiting forever for a thread that no
+    longer exists in it.
+
+    Generation is held open by a class whose member listing waits.
+    """
+    listing, release = threading.Event(), threading.Event()
+
+    class SlowToList(type):
+        def __dir__(cls) -> list[str]:
+            listing.set()
+            release.wait(10)
+            return super().__dir__()
+
+    class Generating(Recorded, metaclass=SlowToList):
+        pass
+
+    class NotYetGenerated(Recorded):
+        pass
+
+    generator = Started(lambda: scoped_session(Generating), name="generator")
+    try:
+        assert listing.wait(10)
+
+        def child() -> dict[str, Any]:
+            db = scoped_session(NotYetGenerated)
+            return {"forwards": db.ping() is db()}
+
+        report = in_child(child, timeout=5)
+    finally:
+        release.set()
+        generator.join()
+    assert {"forwards": True} == report
