@@ -180,7 +180,14 @@ def test_set_during_a_creation_leaves_one_session_in_the_scope() -> None:
 
 # -- 7, 8, 10: fork ----------------------------------------------------------
 
-needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+
+def needs_fork(test: Callable[..., None]) -> Callable[..., None]:
+    """Skip without ``os.fork()``; never fork beside the test's own copies run
+    in parallel, whose locks the child would inherit held."""
+    test = pytest.mark.thread_unsafe(reason="forks the process")(test)
+    return pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")(test)
+
+
 SCOPES = pytest.mark.parametrize(
     "scopefunc", [None, lambda: "job"], ids=["thread", "keyed"]
 )
@@ -278,6 +285,7 @@ def test_a_forked_childs_counters_add_up(
 # -- 9: counters read while other threads work --------------------------------
 
 
+@pytest.mark.thread_unsafe(reason="sets the process-wide switch interval")
 def test_stats_snapshots_always_add_up_while_threads_create_and_remove() -> None:
     """Every ``stats()`` snapshot satisfies ``created == removed + cleaned_up
     + live``, however the threads that create and remove are interleaved

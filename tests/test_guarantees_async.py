@@ -59,6 +59,7 @@ async def _use(db: async_scoped_session[Any]) -> AsyncRecorded:
     return db.ping()  # type: ignore[no-any-return]
 
 
+@pytest.mark.thread_unsafe(reason="pauses whichever thread scans the loops' closes")
 def test_closes_started_on_loops_in_other_threads_are_all_finished() -> None:
     """A task's session is closed when the task ends, and counted cleaned up
     only then, while loops in other threads start and finish closes of their
