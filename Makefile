@@ -11,13 +11,14 @@ SA20 ?= sqlalchemy>=2.0.35,<2.1
 VENV_FLOOR ?= .venv-sa-floor
 SA_FLOOR ?= sqlalchemy==2.0.35
 
-.PHONY: help install demo test test-sa21 test-sa20 test-sa-floor test-pure lint typecheck \
+.PHONY: help install demo test test-sa21 test-sa20 test-sa-floor test-pure test-parallel lint typecheck \
         proxies check-proxies bench bench-all docs clean
 
 help:
 	@echo "make demo      run the demo workload on an embedded SQLite file"
 	@echo "make test      install everything and run the test suite (SQLAlchemy 2.1 and 2.0)"
 	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
+	@echo "make test-parallel the registry, proxy and guarantee tests, each run by 4 threads at once"
 	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict"
 	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
@@ -64,6 +65,13 @@ test-sa-floor: $(VENV_FLOOR)/bin/.installed
 
 test-pure: $(BIN)/.installed
 	SCOPED_NO_EXTENSIONS=1 $(BIN)/python -m pytest
+
+# Each test runs in 4 threads at once (pytest-run-parallel); those marked
+# thread_unsafe run once, in one thread.
+PARALLEL_TESTS := tests/test_registry.py tests/test_proxies.py tests/test_guarantees.py \
+                  tests/test_guarantees_async.py
+test-parallel: $(BIN)/.installed
+	$(BIN)/python -m pytest --parallel-threads=4 $(PARALLEL_TESTS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

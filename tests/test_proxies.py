@@ -215,6 +215,7 @@ def test_signature_keeps_every_parameter_kind() -> None:
     assert (1, 2, (), 3, {}) == fetcher.fetch(1, b=2)
 
 
+@pytest.mark.iterations(1)  # changes the fixture's client, which iterations share
 def test_a_plain_class_forwards_its_methods(
     client: scoped_session[MyHttpClient],
 ) -> None:
@@ -386,6 +387,9 @@ def test_read_only_attributes_refuse_assignment(
         setattr(db, name, object())
 
 
+@pytest.mark.thread_unsafe(
+    reason="flushes into the fixture's SQLite file and keeps the transaction open"
+)
 def test_classmethods_work_on_the_class_and_the_instance(
     db: scoped_session[Session],
 ) -> None:
@@ -481,6 +485,7 @@ def test_each_registry_kind_has_its_own_generated_class() -> None:
     assert type(keyed) is type(scoped_session(factory, lambda: "other"))
 
 
+@pytest.mark.iterations(1)  # needs the fixture's scope empty: the creating path
 def test_tracebacks_show_the_generated_source(
     client: scoped_session[MyHttpClient],
 ) -> None:
