@@ -30,7 +30,7 @@ def _registries() -> list[Registry[Any]]:
         ScopedRegistry(object, threading.get_ident),
         ScopedRegistry(object, scopes.task),
         ScopedRegistry(object, scopes.context),
-        ScopedRegistry(object, scopes.objects(lambda: threading.current_thread())),
+        ScopedRegistry(object, scopes.objects(threading.current_thread)),
     ]
 
 
