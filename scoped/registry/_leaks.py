@@ -41,6 +41,7 @@ class LeakWatch:
         "_ledger",
         "_next_age_scan",
         "_over_limit",
+        "active",
         "leak_after",
         "max_scopes",
     )
@@ -59,11 +60,8 @@ class LeakWatch:
         self.max_scopes = max_scopes
         self._over_limit = False
         self._next_age_scan = 0.0
-
-    @property
-    def active(self) -> bool:
-        """Whether any limit is set (creations then run :meth:`created`)."""
-        return self.leak_after is not None or self.max_scopes is not None
+        #: Whether any limit is set (creations then run :meth:`created`).
+        self.active = leak_after is not None or max_scopes is not None
 
     def check(self) -> int:
         """Run both checks now; return the number of new warnings."""

@@ -1,10 +1,11 @@
 """The ledger: every live entry of one registry, and counts that add up.
 
 One lock guards the entries, the claims on them and the counters, so that
-``created == removed + cleaned_up + live`` holds in every snapshot, and so
-that each entry is settled (counted as removed or cleaned up) exactly once.
-The storage strategies take the same lock for their own structural changes:
-one registry, one lock.
+each entry is settled (counted as removed or cleaned up) exactly once. The
+number created is not counted apart: it *is* ``removed + cleaned_up +
+live``, so every snapshot adds up by construction, and adding an entry is a
+single dictionary store. The storage strategies take the same lock for
+their own structural changes: one registry, one lock.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class Ledger:
     live until its close has finished and it is *settled*.
     """
 
-    __slots__ = ("_claimed", "_entries", "cleaned_up", "created", "lock", "removed")
+    __slots__ = ("_claimed", "_entries", "cleaned_up", "lock", "removed")
 
     def __init__(self) -> None:
         # Reentrant: a scope key collected by the garbage collector ends its
@@ -35,13 +36,15 @@ class Ledger:
         self.lock = threading.RLock()
         self._entries: dict[int, Entry] = {}
         self._claimed: set[int] = set()
-        self.created = self.removed = self.cleaned_up = 0
+        self.removed = self.cleaned_up = 0
 
     def add(self, entry: Entry) -> None:
-        """Record a new entry (call with :attr:`lock` held or not)."""
-        with self.lock:
-            self._entries[id(entry)] = entry
-            self.created += 1
+        """Record a new entry, with :attr:`lock` held or not.
+
+        One dictionary store, atomic on its own: no snapshot can see half of
+        it, since the count of creations is derived from the entries.
+        """
+        self._entries[id(entry)] = entry
 
     def claim(self, entry: Entry) -> bool:
         """Take *entry* for closing; ``False`` if it is gone or taken already."""
@@ -85,12 +88,14 @@ class Ledger:
     def stats(self) -> dict[str, int]:
         """One consistent snapshot of the counters."""
         with self.lock:
-            return {
-                "created": self.created,
-                "removed": self.removed,
-                "cleaned_up": self.cleaned_up,
-                "live": len(self._entries),
-            }
+            live = len(self._entries)
+            removed, cleaned_up = self.removed, self.cleaned_up
+        return {
+            "created": removed + cleaned_up + live,
+            "removed": removed,
+            "cleaned_up": cleaned_up,
+            "live": live,
+        }
 
     def after_fork(self) -> list[Entry]:
         """In a forked child: start afresh; return the parent's entries.
@@ -103,5 +108,5 @@ class Ledger:
         orphans = list(self._entries.values())
         self._entries.clear()
         self._claimed.clear()
-        self.created = self.removed = self.cleaned_up = 0
+        self.removed = self.cleaned_up = 0
         return orphans

@@ -61,20 +61,20 @@ class ThreadLocalRegistry(Registry[_T]):
     def remove(self) -> None:
         # The base class's remove(), fused for the default scope: it runs at
         # every request teardown. No other thread reaches this slot, so the
-        # claim cannot be contested but by this thread's own close().
+        # claim is a mark in the slot itself, against this thread's own
+        # remove() from inside the session's close().
         if self._cleaning:
             self._refuse_in_cleanup()
         slot = self._storage.__dict__
-        if "value" not in slot:
+        watch: _ThreadEnd | None = slot.get("watch")
+        entry = None if watch is None else watch.entry
+        if entry is None or watch is None or watch.closing is entry:
             return
-        watch: _ThreadEnd = slot["watch"]
-        entry = watch.entry
-        assert entry is not None
-        if not self.ledger.claim(entry):
-            return  # this thread is closing it already (remove() in close())
+        watch.closing = entry
         try:
             failure = self.closer.end(entry, during="remove", removed=True)
         finally:
+            watch.closing = None
             if watch.entry is entry:
                 del slot["value"]
                 watch.entry = None
@@ -174,12 +174,14 @@ class _ThreadEnd:
     weakly so that a discarded registry does not outlive its last thread.
     """
 
-    __slots__ = ("_registry", "entry", "pid", "thread")
+    __slots__ = ("_registry", "closing", "entry", "pid", "thread")
 
     def __init__(self, registry: ThreadLocalRegistry[Any]) -> None:
         self._registry = weakref.ref(registry)
         self.pid = os.getpid()
         self.entry: Entry | None = None
+        #: The entry this thread's remove() is closing, if any.
+        self.closing: Entry | None = None
         #: The thread, looked up once for all the sessions it creates.
         self.thread = threading.current_thread()
 
