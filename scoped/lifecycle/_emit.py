@@ -10,8 +10,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from scoped.events import Event
-from scoped.lifecycle import _instrument
 from scoped.lifecycle._entry import Entry
+from scoped.lifecycle._instrument import attach as _attach
+from scoped.lifecycle._instrument import detach as _detach
 from scoped.lifecycle._logger import always, resolve
 from scoped.lifecycle._logger import default as _default
 
@@ -166,9 +167,9 @@ class Events:
         nothing per session. :meth:`detach` undoes it when the session leaves
         its registry: nothing accumulates on the session class or factory.
         """
-        _instrument.attach(self, entry)
+        _attach(self, entry)
 
     @staticmethod
     def detach(entry: Entry) -> None:
         """Remove what :meth:`attach` added to *entry*'s session."""
-        _instrument.detach(entry)
+        _detach(entry)

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final, Protocol
 
-from scoped.report import _json, _text
+from scoped.report._json import render as _render_json
 from scoped.report._model import Report
+from scoped.report._text import render as _render_text
 
 __all__ = ["RENDERERS", "Renderer", "render"]
 
@@ -27,7 +28,7 @@ class Renderer(Protocol):
 
 #: The output formats by name.
 RENDERERS: Final[Mapping[str, Renderer]] = MappingProxyType(
-    {"text": _text.render, "json": _json.render}
+    {"text": _render_text, "json": _render_json}
 )
 
 
