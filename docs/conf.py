@@ -14,6 +14,8 @@ from sphinx.application import Sphinx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Local extensions: the generated parts of the pages.
+sys.path.insert(0, str(ROOT / "docs" / "_ext"))
 
 from scoped import __version__  # noqa: E402 - needs the path above
 
@@ -26,6 +28,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "myst_parser",
+    "scoped_events",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build"]

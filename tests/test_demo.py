@@ -191,3 +191,46 @@ def test_writes_and_reports_the_lifecycle_log(
     assert 40 == events.count("session.created") == events.count("session.removed")
     assert f"lifecycle log written to {log}" in out
     assert "Suspected leaks (never removed or scope-ended): 0" in out
+
+
+def test_plan_mixes_requests_and_places_the_failures() -> None:
+    """Every tenth request (the fifth of each ten) is planned to fail."""
+    from scoped.demo.load import plan
+
+    assert [
+        "read",
+        "write",
+        "read",
+        "write",
+        "stream",
+        "fail",
+        "write",
+        "read",
+        "write",
+        "stream",
+    ] == [plan(n, 10) for n in range(10)]
+    assert "fail" not in [plan(n, 0) for n in range(10)]
+
+
+def test_checks_judge_an_outcome_without_a_server() -> None:
+    """One session never freed fails exactly the two session checks."""
+    from scoped.demo.checks import Outcome, run_checks
+    from scoped.demo.load import Tally
+
+    outcome = Outcome(
+        tallies=[Tally(ok=10, kinds={"read": 10})],
+        planned=0,
+        elapsed=1.0,
+        made=10,
+        freed=9,
+        live=1,
+        checked_out=0,
+        server_errors=[],
+    )
+
+    checks = run_checks(outcome, total=10)
+
+    assert list(LABELS) == [check.label for check in checks]
+    assert ["sessions removed", "sessions still live"] == [
+        check.label for check in checks if not check.passed
+    ]

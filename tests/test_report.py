@@ -731,3 +731,56 @@ def test_command_line_end_to_end(tmp_path: Path) -> None:
         result["input"]["scoped_events"],
         result["input"]["malformed"]["count"],
     )
+
+
+def leaky_log() -> bytes:
+    """A log of three sessions (a, b, c) that were never removed."""
+    clock = Clock()
+    rows = [row for sid in "abc" for row in lifetime(sid, clock, end=None)]
+    return ("\n".join(rows) + "\n").encode()
+
+
+class TestRenderers:
+    """Parsing, the summary and the output formats meet at one seam."""
+
+    def test_text_and_json_are_the_formats(self) -> None:
+        """The two formats render the summary as render_text and indented JSON do."""
+        result = report.read_report(io.BytesIO(leaky_log()), source="leaky")
+
+        assert ["text", "json"] == list(report.RENDERERS)
+        assert report.render_text(result.data) == report.render(result)
+        assert json.dumps(result.data, indent=2) + "\n" == report.render(result, "json")
+        assert result.data == report.read_log(io.BytesIO(leaky_log()), source="leaky")
+
+    def test_an_unknown_format_names_the_known_ones(self) -> None:
+        """render() with a name no renderer has is a ValueError listing them."""
+        result = report.read_report(io.BytesIO(leaky_log()))
+        with pytest.raises(ValueError, match=r"'html'; known: text, json"):
+            report.render(result, "html")
+
+    def test_a_renderer_reads_every_session_from_the_log(self) -> None:
+        """Beyond the summary's limited lists, a renderer sees every session."""
+
+        def timeline(result: report.Report) -> str:
+            return "".join(
+                f"{s.session_id} {s.created} {s.ended_by}\n"
+                for s in result.log.sessions()
+            )
+
+        renderer: report.Renderer = timeline
+        result = report.read_report(io.BytesIO(leaky_log()), limit=1)
+
+        assert 1 == len(result.data["suspected_leaks"]["sessions"])
+        assert ["a", "b", "c"] == [
+            row.split()[0] for row in renderer(result).splitlines()
+        ]
+
+    def test_totals_follow_the_event_vocabulary(self) -> None:
+        """Each registry's totals name every defined event, in its order."""
+        from scoped import events
+
+        result = report.read_report(io.BytesIO(leaky_log()))
+        totals = result.data["registries"]["default"]["totals"]
+
+        assert [e.name.partition(".")[2] for e in events.EVENTS] == list(totals)
+        assert (3, 3, 0) == (totals["created"], totals["closed"], totals["removed"])
