@@ -166,7 +166,7 @@ def everything(engine: sa.Engine) -> list[dict[str, Any]]:
         worker.start()
         worker.join()
         gc.collect()
-        db.registry.leak_after = 0.0
+        db.registry.leak_after = 1e-9
         db.registry.check_leaks()
         db.remove()
 

@@ -126,10 +126,18 @@ class Registry(abc.ABC, Generic[_T]):
         """Warn about sessions older than this many seconds (``None``: never)."""
         return self.leaks.leak_after
 
+    @leak_after.setter
+    def leak_after(self, seconds: float | None) -> None:
+        self.leaks.limit(seconds, self.leaks.max_scopes)
+
     @property
     def max_scopes(self) -> int | None:
         """Warn when more scopes than this hold a session (``None``: never)."""
         return self.leaks.max_scopes
+
+    @max_scopes.setter
+    def max_scopes(self, bound: int | None) -> None:
+        self.leaks.limit(self.leaks.leak_after, bound)
 
     # -- storage: what each kind implements ------------------------------
 

@@ -53,12 +53,16 @@ class LeakWatch:
         leak_after: float | None,
         max_scopes: int | None,
     ) -> None:
-        check_limits(leak_after, max_scopes)
         self._ledger = ledger
         self._events = events
+        self._over_limit = False
+        self.limit(leak_after, max_scopes)
+
+    def limit(self, leak_after: float | None, max_scopes: int | None) -> None:
+        """Set both limits (``None``: no limit), checked."""
+        check_limits(leak_after, max_scopes)
         self.leak_after = leak_after
         self.max_scopes = max_scopes
-        self._over_limit = False
         self._next_age_scan = 0.0
         #: Whether any limit is set (creations then run :meth:`created`).
         self.active = leak_after is not None or max_scopes is not None
