@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import operator
 import typing
 import warnings
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, overloa
 
 from scoped import _sqlalchemy
 from scoped.errors import AlreadyPresentError, ScopedWarning, describe, require_callable
+from scoped.events import REGISTRY_CONFIGURED
 from scoped.lifecycle import Events, mask_url
 from scoped.proxies import proxy_class
 from scoped.registry import Frame, Registry, for_scope
@@ -398,8 +398,8 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         configure(**kwargs)
         registry = self._scoped_registry
         registry.events.emit(
-            logging.DEBUG,
-            "registry.configured",
+            REGISTRY_CONFIGURED.level,
+            REGISTRY_CONFIGURED,
             options={key: _loggable(key, value) for key, value in kwargs.items()},
         )
 

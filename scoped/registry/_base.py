@@ -13,7 +13,6 @@ settled once) and the :class:`~scoped.registry._frames.Frames` of open
 from __future__ import annotations
 
 import abc
-import logging
 import os
 import sys
 import threading
@@ -23,6 +22,7 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from scoped import _fork
 from scoped.errors import require_callable
+from scoped.events import REGISTRY_FORKED, SESSION_CREATED
 from scoped.lifecycle import Entry, Events, bounded_repr
 from scoped.registry._closing import Closer
 from scoped.registry._frames import Frame, Frames
@@ -226,11 +226,11 @@ class Registry(abc.ABC, Generic[_T]):
     def _announce(self, entry: Entry) -> None:
         """Log a new entry and run the leak checks, as configured."""
         events = self.events
-        if events.wants(logging.DEBUG):
+        if events.wants(SESSION_CREATED.level):
             entry.logged = True
             events.emit(
-                logging.DEBUG,
-                "session.created",
+                SESSION_CREATED.level,
+                SESSION_CREATED,
                 entry,
                 session_class=type(entry.obj).__qualname__,
             )
@@ -439,7 +439,7 @@ class Registry(abc.ABC, Generic[_T]):
         self._pid = os.getpid()
         self._reset_storage()
         _fork_orphans.extend(entry.obj for entry in orphans)
-        self.events.emit(logging.DEBUG, "registry.forked", dropped=len(orphans))
+        self.events.emit(REGISTRY_FORKED.level, REGISTRY_FORKED, dropped=len(orphans))
 
 
 #: Registries alive in this process, so that a fork can reset them all.

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from scoped.events import SESSION_CLOSE_FAILED, SESSION_REMOVED, SESSION_SCOPE_ENDED
 from scoped.registry import _loops
 
 if TYPE_CHECKING:
@@ -50,17 +50,17 @@ class Closer:
         if not self._ledger.settle(entry, removed=removed) or not entry.logged:
             return
         if removed:
-            self._events.ended(logging.DEBUG, "session.removed", entry)
+            self._events.ended(SESSION_REMOVED.level, SESSION_REMOVED, entry)
         else:
             self._events.ended(
-                logging.DEBUG, "session.scope_ended", entry, in_scope=True
+                SESSION_SCOPE_ENDED.level, SESSION_SCOPE_ENDED, entry, in_scope=True
             )
 
     def failed(self, entry: Entry, exc: BaseException, during: str) -> BaseException:
         """Report that closing *entry*'s object failed; return the failure."""
         self._events.ended(
-            logging.ERROR,
-            "session.close_failed",
+            SESSION_CLOSE_FAILED.level,
+            SESSION_CLOSE_FAILED,
             entry,
             in_scope=during == "scope_end",
             during=during,

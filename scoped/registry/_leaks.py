@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from scoped.errors import describe
+from scoped.events import SESSION_LEAK_SUSPECTED
 
 if TYPE_CHECKING:
     from scoped.lifecycle import Entry, Events
@@ -106,8 +106,8 @@ class LeakWatch:
                     due.append(entry)
         for entry in due:
             self._events.ended(
-                logging.WARNING,
-                "session.leak_suspected",
+                SESSION_LEAK_SUSPECTED.level,
+                SESSION_LEAK_SUSPECTED,
                 entry,
                 in_scope=True,
                 reason="age",
@@ -123,8 +123,8 @@ class LeakWatch:
             self._over_limit = over
         if warn:
             self._events.emit(
-                logging.WARNING,
-                "session.leak_suspected",
+                SESSION_LEAK_SUSPECTED.level,
+                SESSION_LEAK_SUSPECTED,
                 newest,
                 reason="max_scopes",
                 live=live,
