@@ -39,7 +39,7 @@ class LookupKind(enum.Enum):
         self.label = label
         #: ``"attribute"`` or ``"item"``: the storage read that can miss.
         self.access = access
-        #: Whether the C extension implements this kind (under :attr:`label`).
+        #: Whether the C extension implements this kind (under ``label``).
         self.compiled = compiled
 
 

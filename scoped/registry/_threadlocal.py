@@ -54,10 +54,6 @@ class ThreadLocalRegistry(Registry[_T]):
     def has(self) -> bool:
         return hasattr(self._storage, "value")
 
-    def set(self, obj: _T) -> None:
-        self.clear()
-        self._get_or_create(lambda: obj)
-
     def remove(self) -> None:
         # The base class's remove(), fused for the default scope: it runs at
         # every request teardown. No other thread reaches this slot, so the
