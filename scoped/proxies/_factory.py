@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from scoped.proxies import _codegen
 from scoped.proxies._codegen import Lookup, Plan, compile_members
-from scoped.proxies._members import Member, discover
+from scoped.proxies._members import Member, bind, discover
 
 __all__ = ["proxied_members", "proxy_class", "reserved_names"]
 
@@ -33,10 +33,15 @@ def reserved_names(base: type) -> frozenset[str]:
     return frozenset(names)
 
 
-def proxied_members(base: type, target: type, exclude: Iterable[str]) -> list[Member]:
-    """The members of *target* that a proxy class on *base* forwards."""
+def proxied_members(
+    base: type, target: type, exclude: Iterable[str], spec: Sequence[Member] = ()
+) -> list[Member]:
+    """The members of *target* that a proxy class on *base* forwards: those
+    of *spec* laid over *target* (:func:`~scoped.proxies.bind`), or without
+    a spec every public member found on *target*."""
     reserved = reserved_names(base)
-    return [m for m in discover(target, exclude) if m.name not in reserved]
+    members = bind(spec, target, exclude) if spec else discover(target, exclude)
+    return [m for m in members if m.name not in reserved]
 
 
 def proxy_class(
@@ -46,6 +51,7 @@ def proxy_class(
     *,
     extra_bases: tuple[type, ...] = (),
     exclude: Iterable[str] = (),
+    spec: Sequence[Member] = (),
     target_ref: str | None = None,
     proxy_ref: str | None = None,
 ) -> _B:
@@ -54,13 +60,26 @@ def proxy_class(
     Generation runs once per combination of arguments; later calls return
     the cached class. *extra_bases* are appended to the bases (for example a
     class that ``isinstance`` checks elsewhere must see); their own members
-    are overridden by the generated ones. *target_ref* and *proxy_ref* are
-    the Sphinx cross-reference targets used in the "Proxied for" note.
+    are overridden by the generated ones. *spec*, when given, lists the
+    members the proxy has whatever release of *target*'s library is
+    installed. *target_ref* and *proxy_ref* are the Sphinx cross-reference
+    targets used in the "Proxied for" note.
     """
     excluded = frozenset(exclude)
+    spec = tuple(spec)
     # Read per call, so that classes generated after a change follow it.
     speedups = _codegen.SPEEDUPS
-    key = (base, target, lookup, extra_bases, excluded, target_ref, proxy_ref, speedups)
+    key = (
+        base,
+        target,
+        lookup,
+        extra_bases,
+        excluded,
+        spec,
+        target_ref,
+        proxy_ref,
+        speedups,
+    )
     try:
         return _cache[key]  # type: ignore[return-value]
     except KeyError:
@@ -68,7 +87,7 @@ def proxy_class(
     with _lock:
         if key in _cache:
             return _cache[key]  # type: ignore[return-value]
-        members = proxied_members(base, target, excluded)
+        members = proxied_members(base, target, excluded, spec)
         qualname = f"{base.__qualname__}[{target.__qualname__}]"
         plan = Plan(
             target=target,
