@@ -20,7 +20,7 @@ help:
 	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
 	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict"
-	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
+	@echo "make proxies   measure the Session proxies' spec and regenerate their typed source"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
 	@echo "make bench-all every benchmark in bench/ (scope functions, scopes, logging, asyncio, web, report)"
 	@echo "make docs      build the Sphinx documentation"
@@ -71,10 +71,10 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy --strict scoped
 
 proxies: $(BIN)/.installed
-	$(BIN)/python -m scoped.proxies.typing_source --write
+	$(BIN)/python tools/proxies.py --write
 
 check-proxies: $(BIN)/.installed
-	$(BIN)/python -m scoped.proxies.typing_source --check
+	$(BIN)/python tools/proxies.py --check
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
