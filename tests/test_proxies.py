@@ -231,6 +231,17 @@ def test_a_spec_member_the_target_lacks_is_generated_as_unavailable() -> None:
     client.remove()
 
 
+def test_an_equal_spec_finds_the_same_generated_class() -> None:
+    """Specs are compared by value, so a fresh but equal list reuses the class."""
+    lookup = Lookup("{storage}.value", (AttributeError,), "True")
+    spec = [Member("get", Kind.METHOD), Member("extra", Kind.METHOD)]
+
+    first = proxy_class(scoped_session, MyHttpClient, lookup, spec=spec)
+
+    assert first is proxy_class(scoped_session, MyHttpClient, lookup, spec=list(spec))
+    assert first is not proxy_class(scoped_session, MyHttpClient, lookup, spec=spec[:1])
+
+
 def test_newer_names_follow_the_installed_sqlalchemy() -> None:
     """binds, delete_all, merge_all and execution_options exist in 2.1 and not 2.0."""
     expected = sa.__version__ >= "2.1"

@@ -16,6 +16,20 @@ _B = TypeVar("_B", bound=type)
 
 _cache: dict[tuple[Any, ...], type] = {}
 _lock = threading.Lock()
+# Every distinct spec seen, by value and by identity: hashing a spec's
+# members on every scoped_session() would cost more than the rest of it.
+_specs: dict[tuple[Member, ...], tuple[Member, ...]] = {}
+_spec_ids: dict[int, tuple[Member, ...]] = {}
+
+
+def _canonical(spec: Sequence[Member]) -> tuple[Member, ...]:
+    """The one stored spec equal to *spec*: itself when passed again."""
+    if _spec_ids.get(id(spec)) is spec:
+        return spec  # only tuples are stored
+    with _lock:
+        canonical = _specs.setdefault(tuple(spec), tuple(spec))
+        _spec_ids[id(canonical)] = canonical
+    return canonical
 
 
 def reserved_names(base: type) -> frozenset[str]:
@@ -66,7 +80,7 @@ def proxy_class(
     targets used in the "Proxied for" note.
     """
     excluded = frozenset(exclude)
-    spec = tuple(spec)
+    spec = _canonical(spec) if spec else ()
     # Read per call, so that classes generated after a change follow it.
     speedups = _codegen.SPEEDUPS
     key = (
@@ -75,7 +89,7 @@ def proxy_class(
         lookup,
         extra_bases,
         excluded,
-        spec,
+        id(spec),  # the canonical spec lives as long as the cache
         target_ref,
         proxy_ref,
         speedups,

@@ -40,7 +40,7 @@ class Unavailable:
         package = sys.modules.get(target.__module__.partition(".")[0])
         installed = getattr(package, "__version__", None)
         requirement = (
-            "is not available"
+            f"is not available: {target.__qualname__} has no {member.name!r}"
             if member.releases is None
             else member.releases.requirement()
         )
