@@ -21,7 +21,7 @@ help:
 	@echo "make test-parallel the registry, proxy and guarantee tests, each run by 4 threads at once"
 	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict"
-	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
+	@echo "make proxies   measure the Session proxies' spec and regenerate their typed source"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
 	@echo "make bench-all every benchmark in bench/ (scope functions, scopes, logging, asyncio, web, report)"
 	@echo "make docs      build the Sphinx documentation"
@@ -79,10 +79,10 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy --strict scoped
 
 proxies: $(BIN)/.installed
-	$(BIN)/python -m scoped.proxies.typing_source --write
+	$(BIN)/python tools/proxies.py --write
 
 check-proxies: $(BIN)/.installed
-	$(BIN)/python -m scoped.proxies.typing_source --check
+	$(BIN)/python tools/proxies.py --check
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py

@@ -8,7 +8,12 @@ methods that cost less per call than SQLAlchemy's own.
 from __future__ import annotations
 
 from scoped._version import __version__
-from scoped.errors import AlreadyPresentError, ScopedError, ScopedWarning
+from scoped.errors import (
+    AlreadyPresentError,
+    ScopedError,
+    ScopedWarning,
+    UnavailableMemberError,
+)
 from scoped.registry import Registry, ScopedRegistry, ThreadLocalRegistry
 from scoped.session import (
     AnyScopedSession,
@@ -27,6 +32,7 @@ __all__ = [
     "ScopedSession",
     "ScopedWarning",
     "ThreadLocalRegistry",
+    "UnavailableMemberError",
     "__version__",
     "scoped_session",
 ]

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scoped.errors import AlreadyPresentError, ScopedWarning
+
+if TYPE_CHECKING:
+    from scoped.proxies import Member
 
 __all__ = [
     "ASYNC_PROXY_REF",
@@ -25,12 +28,15 @@ __all__ = [
     "is_async_session_class",
     "is_session_class",
     "proxy_options",
+    "session_spec",
     "target_ref",
 ]
 
 #: Public ``Session`` names that are not API for a scoped proxy: the event
 #: dispatcher (forwarding it would make the registry look like one session to
 #: SQLAlchemy's event system) and an internal hook for sharding extensions.
+#: Every other public member is forwarded, as the spec
+#: (:mod:`scoped.proxies._session_spec`, measured by ``make proxies``) lists.
 EXCLUDED = frozenset({"dispatch", "connection_callable"})
 
 #: How the docstring note names the proxy class, as SQLAlchemy's own does.
@@ -74,9 +80,22 @@ def proxy_options(target: type) -> dict[str, Any] | None:
     return {
         "extra_bases": compat_bases(),
         "exclude": EXCLUDED,
+        "spec": session_spec(),
         "target_ref": target_ref(target),
         "proxy_ref": PROXY_REF,
     }
+
+
+def session_spec() -> tuple[Member, ...]:
+    """The ``Session`` members every proxy of a ``Session`` class has.
+
+    The spec, not the installed SQLAlchemy, decides: a member the installed
+    release lacks (``delete_all`` on 2.0) is there and raises
+    :exc:`~scoped.UnavailableMemberError` naming the release it needs.
+    """
+    from scoped.proxies._session_spec import MEMBERS
+
+    return MEMBERS
 
 
 def async_proxy_options(target: type) -> dict[str, Any] | None:

@@ -18,7 +18,8 @@ EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "process_registry
 
 def _example() -> ModuleType:
     spec = importlib.util.spec_from_file_location("process_registry", EXAMPLE)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

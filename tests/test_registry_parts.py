@@ -12,8 +12,8 @@ import pytest
 from scoped.lifecycle import Entry, Events
 from scoped.registry._closing import Closer
 from scoped.registry._frames import Frame, Frames
-from scoped.registry._ledger import Ledger
 from scoped.registry._leaks import LeakWatch
+from scoped.registry._ledger import Ledger
 
 
 def _entry(obj: object = None) -> Entry:

@@ -14,14 +14,16 @@ from __future__ import annotations
 from scoped.proxies._codegen import SPEEDUPS, Plan, compile_members
 from scoped.proxies._docs import attribute_doc, proxied_doc
 from scoped.proxies._factory import proxy_class, reserved_names
-from scoped.proxies._members import Kind, Member, discover
+from scoped.proxies._members import Kind, Member, Releases, bind, discover
 
 __all__ = [
     "SPEEDUPS",
     "Kind",
     "Member",
     "Plan",
+    "Releases",
     "attribute_doc",
+    "bind",
     "compile_members",
     "discover",
     "proxied_doc",
