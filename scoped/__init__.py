@@ -3,6 +3,11 @@
 ``scoped_session(sessionmaker(bind=engine))`` gives every thread (or any scope
 you define) its own session behind one global name, with generated proxy
 methods that cost less per call than SQLAlchemy's own.
+
+The public modules are this one, :mod:`scoped.registry`, :mod:`scoped.scopes`,
+:mod:`scoped.asyncio`, :mod:`scoped.integrations` (its submodules),
+:mod:`scoped.events`, :mod:`scoped.logging` and :mod:`scoped.report`;
+:mod:`scoped.proxies` and :mod:`scoped.lifecycle` are internal.
 """
 
 from __future__ import annotations
@@ -14,19 +19,23 @@ from scoped.errors import (
     ScopedWarning,
     UnavailableMemberError,
 )
+from scoped.proxies import SPEEDUPS
 from scoped.registry import Registry, ScopedRegistry, ThreadLocalRegistry
 from scoped.session import (
     AnyScopedSession,
     QueryProperty,
+    ScopeBlock,
     ScopedSession,
     scoped_session,
 )
 
 __all__ = [
+    "SPEEDUPS",
     "AlreadyPresentError",
     "AnyScopedSession",
     "QueryProperty",
     "Registry",
+    "ScopeBlock",
     "ScopedError",
     "ScopedRegistry",
     "ScopedSession",

@@ -1,4 +1,4 @@
-"""Generated forwarding members: the second pillar of :mod:`scoped`.
+"""Generated forwarding members: the second pillar of :mod:`scoped` (internal).
 
 :func:`proxy_class` builds, once per target class, a subclass of a proxy base
 whose methods, properties and classmethods forward to the object the
