@@ -5,9 +5,9 @@ you define) its own session behind one global name, with generated proxy
 methods that cost less per call than SQLAlchemy's own.
 
 The public modules are this one, :mod:`scoped.registry`, :mod:`scoped.scopes`,
-:mod:`scoped.asyncio`, :mod:`scoped.integrations` (its submodules),
-:mod:`scoped.events`, :mod:`scoped.logging` and :mod:`scoped.report`;
-:mod:`scoped.proxies` and :mod:`scoped.lifecycle` are internal.
+:mod:`scoped.asyncio`, the modules of ``scoped.integrations``,
+:mod:`scoped.events`, ``scoped.logging`` and ``scoped.report``;
+``scoped.proxies`` and ``scoped.lifecycle`` are internal.
 """
 
 from __future__ import annotations
