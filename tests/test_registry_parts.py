@@ -4,6 +4,7 @@ closer and loop closers."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import Any
 
@@ -222,3 +223,53 @@ def test_an_async_close_without_a_loop_is_reported_and_settled() -> None:
     ledger.add(entry)
     assert closer.end(entry, during="scope_end", removed=False) is None
     assert {"created": 1, "removed": 0, "cleaned_up": 1, "live": 0} == ledger.stats()
+
+
+def test_two_threads_never_warn_about_one_session_twice() -> None:
+    """Leak checks racing on many threads warn once per old session."""
+    ledger = Ledger()
+    watch = LeakWatch(ledger, _events(), 1e-9, None)
+    for _ in range(200):
+        ledger.add(_entry())
+    barrier = threading.Barrier(8, timeout=10)
+    warned: list[int] = []
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+
+        def check() -> None:
+            barrier.wait()
+            warned.append(watch.check())
+
+        threads = [threading.Thread(target=check) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert 200 == sum(warned)
+
+
+def test_loop_shutdown_ends_only_the_scopes_of_its_own_thread_object() -> None:
+    """Sessions are matched to a loop's thread by the thread object, so a new
+    thread that reuses a finished thread's ident does not end its scopes."""
+    from scoped.registry import ScopedRegistry
+
+    registry: ScopedRegistry[_Closing] = ScopedRegistry(
+        _Closing, lambda: "job", close=_Closing.close
+    )
+    session: list[_Closing] = []
+    worker = threading.Thread(target=lambda: session.append(registry()))
+    worker.start()
+    worker.join()
+
+    class SameIdent(threading.Thread):
+        @property
+        def ident(self) -> int | None:  # type: ignore[override]
+            return worker.ident
+
+    registry.end_scopes(SameIdent())
+    assert (0, 1) == (session[0].closes, registry.stats()["live"])
+    registry.end_scopes(worker)
+    assert (1, 0) == (session[0].closes, registry.stats()["live"])
