@@ -106,7 +106,9 @@ def init_app(
     (which makes Flask skip the others). With *commit_on_success*, it is
     first committed when nothing raised and the response status (if the
     context served a request) is below 400, and rolled back otherwise. Call
-    it for each app that uses *db_session*.
+    it for each app that uses *db_session*. With the thread scope, a context
+    pushed inside another one ends by removing the session the outer one was
+    using too (which then gets a new one), as in Flask's own pattern.
     """
     checked = require_scoped_session(db_session, "init_app()")
     if not _per_context(checked):
