@@ -20,6 +20,7 @@ help:
 	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
 	@echo "make test-parallel the registry, proxy and guarantee tests, each run by 4 threads at once"
 	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
+	@echo "make test-peers SQLAlchemy's, Flask-SQLAlchemy's and other suites, pristine and with scoped swapped in"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict"
 	@echo "make proxies   measure the Session proxies' spec and regenerate their typed source"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
@@ -72,6 +73,13 @@ PARALLEL_TESTS := tests/test_registry.py tests/test_proxies.py tests/test_guaran
                   tests/test_guarantees_async.py
 test-parallel: $(BIN)/.installed
 	$(BIN)/python -m pytest --parallel-threads=4 $(PARALLEL_TESTS)
+
+# Other projects' own suites, pristine and with scoped's classes installed in
+# SQLAlchemy's place, on SQLAlchemy 2.1 and 2.0 (sdists cached in .cache/peers).
+.PHONY: test-peers
+test-peers: $(BIN)/.installed $(VENV20)/bin/.installed
+	$(BIN)/python tools/peers.py
+	$(VENV20)/bin/python tools/peers.py
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
