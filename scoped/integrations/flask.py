@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import flask
 import flask.globals
 
-from scoped.integrations import require_scoped_session, settle
+from scoped.integrations import commit_or_rollback, require_scoped_session
 from scoped.scopes import Scope
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def init_app(
             if commit_on_success:
                 status = flask.g.pop(_STATUS, None)
                 ok = error is None and (status is None or status < 400)
-                settle(registry, ok=ok)
+                commit_or_rollback(registry, ok=ok)
         finally:
             checked.remove()
 
