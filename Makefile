@@ -103,6 +103,7 @@ bench-all: bench
 	$(BIN)/python bench/bench_asyncio.py
 	$(BIN)/python bench/bench_web.py
 	$(BIN)/python bench/bench_report.py
+	$(BIN)/python bench/bench_instructions.py
 
 docs: $(BIN)/.installed
 	$(BIN)/sphinx-build -n -W -b html docs docs/_build/html

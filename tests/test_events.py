@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import gc
-import importlib.util
 import logging
 import re
 import threading
@@ -13,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import files
 import pytest
 import sqlalchemy as sa
 from docutils.core import publish_doctree
@@ -213,13 +213,7 @@ def test_typed_and_named_events_log_alike() -> None:
 
 def docs_extension() -> ModuleType:
     """docs/_ext/scoped_events.py, the directive that renders the vocabulary."""
-    path = ROOT / "docs" / "_ext" / "scoped_events.py"
-    spec = importlib.util.spec_from_file_location("scoped_events", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return files.load(ROOT / "docs" / "_ext" / "scoped_events.py")
 
 
 def test_docs_generate_the_event_table() -> None:

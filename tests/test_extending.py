@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import files
 import pytest
 
 from scoped import scoped_session
@@ -17,12 +17,7 @@ EXAMPLE = Path(__file__).parent.parent / "docs" / "examples" / "process_registry
 
 
 def _example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("process_registry", EXAMPLE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return files.load(EXAMPLE)
 
 
 class Client:
