@@ -1,8 +1,9 @@
 """Create + remove on the thread scope, counted in instructions.
 
 Timings on a shared two-CPU machine move by several percent from run to run;
-instruction counts under ``valgrind --tool=callgrind`` do not (same binary,
-same hash seed, same inputs). This runs ``db(); db.remove()`` with a real
+instruction counts under ``valgrind --tool=callgrind`` move by about half a
+percent (same binary, hash seed 0; what remains varies with addresses and
+the garbage collector's timing), so differences of a percent or more show. This runs ``db(); db.remove()`` with a real
 SQLAlchemy ``Session`` on SQLite, through ``scoped.scoped_session`` and through
 ``sqlalchemy.orm.scoped_session``, each in its own process, N times and zero
 times; the difference divided by N is the cost of one cycle, start-up and

@@ -11,6 +11,7 @@ their own structural changes: one registry, one lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class Ledger:
     live until its close has finished and it is *settled*.
     """
 
-    __slots__ = ("_claimed", "_entries", "cleaned_up", "lock", "removed")
+    __slots__ = ("_claimed", "_entries", "add", "cleaned_up", "lock", "removed")
 
     def __init__(self) -> None:
         # Reentrant: a scope key collected by the garbage collector ends its
@@ -37,14 +38,11 @@ class Ledger:
         self._entries: dict[int, Entry] = {}
         self._claimed: set[int] = set()
         self.removed = self.cleaned_up = 0
-
-    def add(self, entry: Entry) -> None:
-        """Record a new entry, with :attr:`lock` held or not.
-
-        One dictionary store, atomic on its own: no snapshot can see half of
-        it, since the count of creations is derived from the entries.
-        """
-        self._entries[id(entry)] = entry
+        #: ``add(id(entry), entry)`` records a new entry, with :attr:`lock`
+        #: held or not: one dictionary store, atomic on its own, and no
+        #: Python frame on every creation. No snapshot can see half of it,
+        #: since the count of creations is derived from the entries.
+        self.add: Callable[[int, Entry], None] = self._entries.__setitem__
 
     def claim(self, entry: Entry) -> bool:
         """Take *entry* for closing; ``False`` if it is gone or taken already."""
@@ -62,7 +60,11 @@ class Ledger:
     def settle(self, entry: Entry, *, removed: bool) -> bool:
         """Forget *entry* and count it, exactly once; tell whether it was live."""
         key = id(entry)
-        with self.lock:
+        # acquire()/release() rather than "with": a thousand instructions
+        # less on every session's end.
+        lock = self.lock
+        lock.acquire()
+        try:
             # The entry is alive (the caller holds it), so its id is its own.
             if self._entries.pop(key, None) is None:
                 return False
@@ -72,6 +74,8 @@ class Ledger:
                 self.cleaned_up += 1
             if self._claimed:
                 self._claimed.discard(key)
+        finally:
+            lock.release()
         return True
 
     def live(self) -> list[Entry]:

@@ -129,7 +129,7 @@ class ThreadLocalRegistry(Registry[_T]):
             watch.creating = False
         # The scope is the creating thread, which the entry names already.
         entry = Entry(obj, None, watch.thread)
-        self.ledger.add(entry)
+        self.ledger.add(id(entry), entry)
         watch.entry = entry
         slot["value"] = obj
         self._announce(entry)
