@@ -59,7 +59,7 @@ test: $(BIN)/.installed
 # Every leg, then each one's outcome and wall time; fails if any leg failed.
 matrix: $(BIN)/.installed
 	@status=0; $(NOX) --report $(REPORT) || status=$$?; \
-	$(BIN)/python -c 'import json, sys; [print(f"{s[\"name\"]:<24} {s[\"result\"]:<8} {s[\"duration\"]:5.0f} s") for s in json.load(open(sys.argv[1]))["sessions"]]' $(REPORT); \
+	$(BIN)/python -c 'import json, sys; [print("{name:<24} {result:<8} {duration:5.0f} s".format(**s)) for s in json.load(open(sys.argv[1]))["sessions"]]' $(REPORT); \
 	exit $$status
 
 test-pure: $(BIN)/.installed
