@@ -43,6 +43,8 @@ EXTENSION_USED_BELOW = "3.12"
 ROOT = Path(__file__).resolve().parent
 DIST = ROOT / "dist"
 PROJECT = "scoped-registry"
+#: Written by tools/proxies.py; tests compare them with what it writes now.
+GENERATED = ("scoped/proxies/_session_spec.py", "scoped/proxies/_session_typing.py")
 REQUIRE_PYTHONS = os.environ.get("SCOPED_REQUIRE_PYTHONS", "") not in {"", "0"}
 
 nox.options.default_venv_backend = "uv"
@@ -325,17 +327,26 @@ def package(session: nox.Session) -> None:
 )
 def wheel(session: nox.Session) -> None:
     """The test suite against the built wheel, installed in a fresh environment."""
-    _, built = _built(NEWEST)
+    sdist, built = _built(NEWEST)
     session.install(f"{built}[dev]", SQLALCHEMY["2.1"][0])
-    # A copy of the tests and their configuration, away from the source tree,
-    # so that `import scoped` can only find the installed wheel.
-    work = Path(session.create_tmp()) / "suite"
+    # The sdist's tree (tests, docs, configuration) without the package and
+    # its metadata, so that `import scoped` and entry points find the wheel.
+    # The generated sources stay, for the tests that check them against
+    # tools/proxies.py: with no __init__.py beside them, they import nothing.
+    tmp = Path(session.create_tmp())
+    work = tmp / "suite"
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    for tree in ("tests", "tools"):
-        shutil.copytree(ROOT / tree, work / tree)
-    for name in ("pyproject.toml", "noxfile.py"):
-        shutil.copy2(ROOT / name, work / name)
+    with tarfile.open(sdist) as archive:
+        top = archive.getnames()[0].split("/", 1)[0]
+        shutil.rmtree(tmp / top, ignore_errors=True)
+        archive.extractall(tmp, filter="data")
+    (tmp / top).rename(work)
+    kept = {name: (work / name).read_bytes() for name in GENERATED}
+    for package in ("scoped", "scoped_registry.egg-info"):
+        shutil.rmtree(work / package)
+    for name, content in kept.items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_bytes(content)
     session.chdir(work)
     env = {"SCOPED_NO_EXTENSIONS": ""}
     session.run("python", "-c", _REPORT, "extension", env=env, log=False)
