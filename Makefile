@@ -4,36 +4,41 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# A second environment pins the oldest supported SQLAlchemy series (2.0),
-# and a third its oldest supported release (CI runs it).
+# The test matrix (noxfile.py): nox and uv live in .venv, each leg in .nox/.
+NOX := $(BIN)/nox
+REPORT := .nox/report.json
+# The peer suites run once more under SQLAlchemy 2.0, from this environment.
 VENV20 ?= .venv-sa20
 SA20 ?= sqlalchemy>=2.0.35,<2.1
-VENV_FLOOR ?= .venv-sa-floor
-SA_FLOOR ?= sqlalchemy==2.0.35
 
-.PHONY: help install demo test test-sa21 test-sa20 test-sa-floor test-pure test-parallel lint typecheck \
-        proxies check-proxies bench bench-all docs clean
+.PHONY: help install demo test matrix test-pure test-sa-floor test-parallel lint typecheck \
+        proxies check-proxies package bench bench-all docs clean
 
 help:
 	@echo "make demo      run the demo workload on an embedded SQLite file"
-	@echo "make test      install everything and run the test suite (SQLAlchemy 2.1 and 2.0)"
-	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
+	@echo "make test      the test suite on the newest Python found, SQLAlchemy 2.1 and 2.0"
+	@echo "make matrix    every leg: each supported Python x SQLAlchemy series, without the"
+	@echo "               C extension, SQLAlchemy 2.0.35, the checks, the built wheel (CI)"
+	@echo "               one leg: $(NOX) -s tests-3.12-sa2.0 (list: $(NOX) -l)"
+	@echo "make test-pure the test suite without the C extension, where the proxies use it"
 	@echo "make test-parallel the registry, proxy and guarantee tests, each run by 4 threads at once"
 	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
 	@echo "make test-peers SQLAlchemy's, Flask-SQLAlchemy's and other suites, pristine and with scoped swapped in"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict"
+	@echo "make package   build the sdist and wheel, twine check, test the installed wheel"
 	@echo "make proxies   measure the Session proxies' spec and regenerate their typed source"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
 	@echo "make bench-all every benchmark in bench/ (scope functions, scopes, logging, asyncio, web, report)"
 	@echo "make docs      build the Sphinx documentation"
 
 # Installing also compiles the optional C extension in place, hence its source.
+# pip 25.1 reads dependency groups (--group).
 $(BIN)/.installed: pyproject.toml scoped/_speedups.c
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 	  { echo "scoped needs Python >= 3.10 (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --group tools
 	touch $@
 
 $(VENV20)/bin/.installed: pyproject.toml scoped/_speedups.c
@@ -42,30 +47,26 @@ $(VENV20)/bin/.installed: pyproject.toml scoped/_speedups.c
 	$(VENV20)/bin/python -m pip install --quiet -e '.[dev]' '$(SA20)'
 	touch $@
 
-$(VENV_FLOOR)/bin/.installed: pyproject.toml scoped/_speedups.c
-	$(PYTHON) -m venv $(VENV_FLOOR)
-	$(VENV_FLOOR)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_FLOOR)/bin/python -m pip install --quiet -e '.[dev]' '$(SA_FLOOR)'
-	touch $@
-
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
 	$(BIN)/python -m scoped demo
 
-test: test-sa21 test-sa20
+# The newest Python found is there by definition: a miss means none was found.
+test: $(BIN)/.installed
+	$(NOX) -t fast --error-on-missing-interpreters
 
-test-sa21: $(BIN)/.installed
-	$(BIN)/python -m pytest
-
-test-sa20: $(VENV20)/bin/.installed
-	$(VENV20)/bin/python -m pytest
-
-test-sa-floor: $(VENV_FLOOR)/bin/.installed
-	$(VENV_FLOOR)/bin/python -m pytest
+# Every leg, then each one's outcome and wall time; fails if any leg failed.
+matrix: $(BIN)/.installed
+	@status=0; $(NOX) --report $(REPORT) || status=$$?; \
+	$(BIN)/python -c 'import json, sys; [print("{name:<24} {result:<8} {duration:5.0f} s".format(**s)) for s in json.load(open(sys.argv[1]))["sessions"]]' $(REPORT); \
+	exit $$status
 
 test-pure: $(BIN)/.installed
-	SCOPED_NO_EXTENSIONS=1 $(BIN)/python -m pytest
+	$(NOX) -t pure
+
+test-sa-floor: $(BIN)/.installed
+	$(NOX) -t floor
 
 # Each test runs in 4 threads at once (pytest-run-parallel); those marked
 # thread_unsafe run once, in one thread.
@@ -82,15 +83,18 @@ test-peers: $(BIN)/.installed $(VENV20)/bin/.installed
 	$(VENV20)/bin/python tools/peers.py
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check scoped tests bench
-	$(BIN)/mypy --strict scoped
+	$(NOX) -s lint
+
+typecheck: lint
+
+package: $(BIN)/.installed
+	$(NOX) -t release
 
 proxies: $(BIN)/.installed
 	$(BIN)/python tools/proxies.py --write
 
 check-proxies: $(BIN)/.installed
-	$(BIN)/python tools/proxies.py --check
+	$(NOX) -s proxies
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py
@@ -106,8 +110,8 @@ bench-all: bench
 	$(BIN)/python bench/bench_instructions.py
 
 docs: $(BIN)/.installed
-	$(BIN)/sphinx-build -n -W -b html docs docs/_build/html
+	$(NOX) -s docs
 
 clean:
-	rm -rf $(VENV) $(VENV20) $(VENV_FLOOR) docs/_build .mypy_cache .ruff_cache .pytest_cache \
+	rm -rf $(VENV) $(VENV20) .nox dist docs/_build .mypy_cache .ruff_cache .pytest_cache \
 	  build *.egg-info scoped/*.so

@@ -21,7 +21,10 @@
  *   identity  {storage}[id({scopefunc}())]    storage: a dict keyed by id()
  *
  * Only the GIL-enabled CPython 3.10+ build is supported; elsewhere the build
- * fails on purpose and scoped uses the pure-Python accessors.
+ * fails on purpose and scoped uses the pure-Python accessors (on a
+ * free-threaded interpreter, a module that needs the GIL would turn it back
+ * on for the whole process). The module declares that it needs the GIL
+ * (Py_mod_gil) all the same.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -41,7 +44,7 @@ enum { KIND_LOCAL, KIND_KEYED, KIND_IDENTITY, KIND_COUNT };
 
 static const char *const kind_names[KIND_COUNT] = {"local", "keyed", "identity"};
 
-/* Interned once at import; never freed (the module cannot be unloaded). */
+/* Interned at the first import; never freed (the module cannot be unloaded). */
 static PyObject *str_storage;   /* "_scoped_storage" */
 static PyObject *str_handles;   /* "_scoped_handles" */
 static PyObject *str_value;     /* "value" */
@@ -525,37 +528,54 @@ static PyTypeObject ScopedAttribute_Type = {
 
 /* --- the module ---------------------------------------------------------- */
 
+/*
+ * Multi-phase initialisation, for the slots that state what the module needs
+ * of the interpreter: ScopedAttribute reads the registries' dicts through
+ * borrowed references, which only the GIL keeps valid, and its state is
+ * process-wide (a static type, interned names), so one interpreter only.
+ */
+static int
+speedups_exec(PyObject *module)
+{
+    if (str_storage == NULL) {
+        str_storage = PyUnicode_InternFromString("_scoped_storage");
+        str_handles = PyUnicode_InternFromString("_scoped_handles");
+        str_value = PyUnicode_InternFromString("value");
+        str_qualname = PyUnicode_InternFromString("__qualname__");
+        if (str_storage == NULL || str_handles == NULL ||
+            str_value == NULL || str_qualname == NULL) {
+            Py_CLEAR(str_storage);
+            return -1;
+        }
+    }
+    if (PyType_Ready(&ScopedAttribute_Type) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "ScopedAttribute",
+                                 (PyObject *)&ScopedAttribute_Type);
+}
+
+static PyModuleDef_Slot speedups_slots[] = {
+    {Py_mod_exec, speedups_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_USED},
+#endif
+    {0, NULL},
+};
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "scoped._speedups",
     .m_doc = "Compiled attribute proxies for scoped; optional.",
-    .m_size = -1,
+    .m_size = 0,
+    .m_slots = speedups_slots,
 };
 
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    str_storage = PyUnicode_InternFromString("_scoped_storage");
-    str_handles = PyUnicode_InternFromString("_scoped_handles");
-    str_value = PyUnicode_InternFromString("value");
-    str_qualname = PyUnicode_InternFromString("__qualname__");
-    if (str_storage == NULL || str_handles == NULL ||
-        str_value == NULL || str_qualname == NULL) {
-        return NULL;
-    }
-    if (PyType_Ready(&ScopedAttribute_Type) < 0) {
-        return NULL;
-    }
-    PyObject *module = PyModule_Create(&speedups_module);
-    if (module == NULL) {
-        return NULL;
-    }
-    Py_INCREF(&ScopedAttribute_Type);
-    if (PyModule_AddObject(module, "ScopedAttribute",
-                           (PyObject *)&ScopedAttribute_Type) < 0) {
-        Py_DECREF(&ScopedAttribute_Type);
-        Py_DECREF(module);
-        return NULL;
-    }
-    return module;
+    return PyModuleDef_Init(&speedups_module);
 }
