@@ -132,11 +132,12 @@ class Leg:
 
     @property
     def tags(self) -> list[str]:
+        # "fast": make test's legs; "rest": every other session (make matrix-rest).
         if self.sqlalchemy == FLOOR:
-            return ["tests", "floor"]
+            return ["tests", "floor", "rest"]
         if not self.extension:
-            return ["tests", "pure"]
-        return ["tests", "fast"] if self.python == NEWEST else ["tests"]
+            return ["tests", "pure", "rest"]
+        return ["tests", "fast"] if self.python == NEWEST else ["tests", "rest"]
 
 
 def _legs() -> list[Leg]:
@@ -211,7 +212,7 @@ def _dev(session: nox.Session) -> None:
     )
 
 
-@nox.session(python=INTERPRETERS[NEWEST], tags=["checks"])
+@nox.session(python=INTERPRETERS[NEWEST], tags=["checks", "rest"])
 def lint(session: nox.Session) -> None:
     """ruff check, ruff format --check and mypy --strict."""
     _dev(session)
@@ -222,14 +223,14 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", "--strict", "scoped")
 
 
-@nox.session(python=INTERPRETERS[NEWEST], tags=["checks"])
+@nox.session(python=INTERPRETERS[NEWEST], tags=["checks", "rest"])
 def proxies(session: nox.Session) -> None:
     """The committed Session spec and typed proxies are what tools/proxies.py writes."""
     _dev(session)
     session.run("python", "tools/proxies.py", "--check")
 
 
-@nox.session(python=INTERPRETERS[NEWEST], tags=["checks"])
+@nox.session(python=INTERPRETERS[NEWEST], tags=["checks", "rest"])
 def docs(session: nox.Session) -> None:
     """The Sphinx documentation builds without a warning."""
     _dev(session)
@@ -302,7 +303,7 @@ def _built(python: str) -> tuple[Path, Path]:
     return sdists[0], wheels[0]
 
 
-@nox.session(python=INTERPRETERS[NEWEST], tags=["release"])
+@nox.session(python=INTERPRETERS[NEWEST], tags=["release", "rest"])
 def package(session: nox.Session) -> None:
     """Build the sdist and, from it, the wheel; twine check; nothing missing."""
     session.install("build[uv]>=1.2", "twine>=6.1")
@@ -321,7 +322,7 @@ def package(session: nox.Session) -> None:
 
 @nox.session(
     python=INTERPRETERS[NEWEST],
-    tags=["release"],
+    tags=["release", "rest"],
     requires=["package"],
     reuse_venv=False,
 )
