@@ -20,7 +20,7 @@ help:
 	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
 	@echo "make test-parallel the registry, proxy and guarantee tests, each run by 4 threads at once"
 	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
-	@echo "make lint      ruff check, ruff format --check, mypy --strict"
+	@echo "make lint      ruff check, ruff format --check, mypy --strict (scoped, tests, bench)"
 	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
 	@echo "make bench-all every benchmark in bench/ (scope functions, scopes, logging, asyncio, web, report)"
@@ -76,7 +76,7 @@ test-parallel: $(BIN)/.installed
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check scoped tests bench
-	$(BIN)/mypy --strict scoped
+	$(BIN)/mypy --strict scoped tests bench
 
 proxies: $(BIN)/.installed
 	$(BIN)/python -m scoped.proxies.typing_source --write
