@@ -20,9 +20,10 @@ help:
 	@echo "make test-pure the test suite without the C extension (SCOPED_NO_EXTENSIONS=1)"
 	@echo "make test-parallel the registry, proxy and guarantee tests, each run by 4 threads at once"
 	@echo "make test-sa-floor the test suite on the oldest supported SQLAlchemy (2.0.35)"
+	@echo "make test-peers SQLAlchemy's, Flask-SQLAlchemy's and other suites, pristine and with scoped swapped in"
 	@echo "make coverage  the test suite under branch coverage of scoped/; fails below the gate"
 	@echo "make lint      ruff check, ruff format --check, mypy --strict (scoped, tests, bench)"
-	@echo "make proxies   regenerate the typed Session proxies (scoped/proxies/_session_typing.py)"
+	@echo "make proxies   measure the Session proxies' spec and regenerate their typed source"
 	@echo "make bench     per-call proxy overhead against SQLAlchemy's"
 	@echo "make bench-all every benchmark in bench/ (scope functions, scopes, logging, asyncio, web, report)"
 	@echo "make docs      build the Sphinx documentation"
@@ -82,16 +83,23 @@ coverage: $(BIN)/.installed
 	$(BIN)/python -m pytest --cov --cov-report=term \
 	  --deselect tests/test_cleanup.py::test_churn_of_ten_thousand_scopes_leaves_nothing
 
+# Other projects' own suites, pristine and with scoped's classes installed in
+# SQLAlchemy's place, on SQLAlchemy 2.1 and 2.0 (sdists cached in .cache/peers).
+.PHONY: test-peers
+test-peers: $(BIN)/.installed $(VENV20)/bin/.installed
+	$(BIN)/python tools/peers.py
+	$(VENV20)/bin/python tools/peers.py
+
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check scoped tests bench
 	$(BIN)/mypy --strict scoped tests bench
 
 proxies: $(BIN)/.installed
-	$(BIN)/python -m scoped.proxies.typing_source --write
+	$(BIN)/python tools/proxies.py --write
 
 check-proxies: $(BIN)/.installed
-	$(BIN)/python -m scoped.proxies.typing_source --check
+	$(BIN)/python tools/proxies.py --check
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py

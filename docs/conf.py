@@ -87,6 +87,8 @@ nitpick_ignore_regex = [
     (r"py:class", r"(WSGIApplication|WSGIEnvironment|StartResponse|ASGIApp)"),
     # Private names (type variables, internal helpers) are never documented.
     (r"py:.*", r"(.*\.)?_[^.]*"),
+    # The internal modules' types, where public signatures name them.
+    (r"py:class", r"(scoped\.lifecycle\.(_\w+\.)?)?(Entry|Events)"),
     # Labels, glossary terms and pages of SQLAlchemy's documentation.
     (r"std:(ref|term)", r".*"),
     (r"std:doc", r"[a-z_]+/.*"),

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scoped.errors import AlreadyPresentError, ScopedWarning
+
+if TYPE_CHECKING:
+    from scoped.proxies import Member
 
 __all__ = [
     "ASYNC_PROXY_REF",
@@ -24,13 +27,19 @@ __all__ = [
     "default_target",
     "is_async_session_class",
     "is_session_class",
+    "original_async_scoped_session",
+    "original_scoped_session",
     "proxy_options",
+    "remember_original",
+    "session_spec",
     "target_ref",
 ]
 
 #: Public ``Session`` names that are not API for a scoped proxy: the event
 #: dispatcher (forwarding it would make the registry look like one session to
 #: SQLAlchemy's event system) and an internal hook for sharding extensions.
+#: Every other public member is forwarded, as the spec
+#: (:mod:`scoped.proxies._session_spec`, measured by ``make proxies``) lists.
 EXCLUDED = frozenset({"dispatch", "connection_callable"})
 
 #: How the docstring note names the proxy class, as SQLAlchemy's own does.
@@ -74,19 +83,30 @@ def proxy_options(target: type) -> dict[str, Any] | None:
     return {
         "extra_bases": compat_bases(),
         "exclude": EXCLUDED,
+        "spec": session_spec(),
         "target_ref": target_ref(target),
         "proxy_ref": PROXY_REF,
     }
+
+
+def session_spec() -> tuple[Member, ...]:
+    """The ``Session`` members every proxy of a ``Session`` class has.
+
+    The spec, not the installed SQLAlchemy, decides: a member the installed
+    release lacks (``delete_all`` on 2.0) is there and raises
+    :exc:`~scoped.UnavailableMemberError` naming the release it needs.
+    """
+    from scoped.proxies._session_spec import MEMBERS
+
+    return MEMBERS
 
 
 def async_proxy_options(target: type) -> dict[str, Any] | None:
     """:func:`proxy_options` for ``AsyncSession`` and ``async_scoped_session``."""
     if not is_async_session_class(target):
         return None
-    from sqlalchemy.ext.asyncio import async_scoped_session
-
     return {
-        "extra_bases": (async_scoped_session,),
+        "extra_bases": (original_async_scoped_session(),),
         "exclude": EXCLUDED,
         "target_ref": target_ref(target),
         "proxy_ref": ASYNC_PROXY_REF,
@@ -108,9 +128,63 @@ def compat_bases() -> tuple[type, ...]:
     SQLAlchemy's session events accept a scoped session as a listen target
     only through that check, so Flask-SQLAlchemy and zope.sqlalchemy need it.
     """
-    from sqlalchemy.orm import scoped_session
+    return (original_scoped_session(),)
 
-    return (scoped_session,)
+
+#: SQLAlchemy's own classes, once found: the public names may be rebound to
+#: ours (:mod:`scoped.sqlalchemy`) and must not be read for them again.
+_originals: dict[str, type] = {}
+
+
+def _original(defined_in: str, name: str, *places: tuple[str, str]) -> type:
+    """SQLAlchemy's class *name* defined in module *defined_in*, even if rebound.
+
+    The public names may stand for our class instead (rebound before or after
+    :mod:`scoped` was imported), so the class is recognised by where it was
+    defined, looked for in every (module, attribute) SQLAlchemy binds it to.
+    """
+    key = f"{defined_in}.{name}"
+    found = _originals.get(key)
+    if found is not None:
+        return found
+    import importlib
+
+    for module_name, attr in ((defined_in, name), *places):
+        candidate = vars(importlib.import_module(module_name)).get(attr)
+        if (
+            isinstance(candidate, type)
+            and candidate.__module__ == defined_in
+            and candidate.__qualname__ == name
+        ):
+            _originals[key] = candidate
+            return candidate
+    msg = (
+        f"cannot find SQLAlchemy's own {key}: every name it is bound to names "
+        "another class; rebind the names with scoped.sqlalchemy.install(), "
+        "which keeps the original"
+    )
+    raise RuntimeError(msg)
+
+
+def remember_original(cls: type) -> None:
+    """Record *cls* as SQLAlchemy's own class before its names are rebound."""
+    _originals[f"{cls.__module__}.{cls.__qualname__}"] = cls
+
+
+def original_scoped_session() -> type:
+    """``sqlalchemy.orm.scoping.scoped_session`` as SQLAlchemy defines it."""
+    return _original(
+        "sqlalchemy.orm.scoping",
+        "scoped_session",
+        ("sqlalchemy.orm.scoping", "ScopedSession"),
+        # Imported by SQLAlchemy's session events, which must keep it.
+        ("sqlalchemy.orm.events", "scoped_session"),
+    )
+
+
+def original_async_scoped_session() -> type:
+    """``sqlalchemy.ext.asyncio.scoping.async_scoped_session``, SQLAlchemy's."""
+    return _original("sqlalchemy.ext.asyncio.scoping", "async_scoped_session")
 
 
 @functools.cache

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["AlreadyPresentError", "ScopedError", "ScopedWarning", "require_callable"]
+__all__ = [
+    "AlreadyPresentError",
+    "ScopedError",
+    "ScopedWarning",
+    "UnavailableMemberError",
+    "require_callable",
+]
 
 
 def describe(value: object) -> str:
@@ -29,6 +35,18 @@ class AlreadyPresentError(ScopedError, LookupError):
     Raised when construction arguments are given (``db_session(bind=...)``)
     after the scope's session exists. When the sessions are SQLAlchemy's, the
     error raised also derives from :class:`sqlalchemy.exc.InvalidRequestError`.
+    """
+
+
+class UnavailableMemberError(ScopedError, AttributeError):
+    """A forwarded member that the installed release of the target's library
+    lacks, such as ``delete_all()`` with SQLAlchemy 2.0.
+
+    The proxy class has every member its spec lists, each documented with
+    the releases that have it; using one the installed release lacks raises
+    this error, naming the release it needs. Being an :exc:`AttributeError`,
+    it keeps ``hasattr(db_session, "delete_all")`` as true as it is for the
+    session itself.
     """
 
 

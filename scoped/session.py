@@ -57,6 +57,13 @@ __all__ = [
 ]
 
 
+# SQLAlchemy's wording first: code and tests match on it.
+_ALREADY_PRESENT = (
+    "Scoped session is already present; no new arguments may be specified."
+)
+_CONFIGURE_TOO_LATE = "At least one scoped session is already present."
+
+
 _TRIVIAL = frozenset(
     {"__module__", "__doc__", "__dict__", "__weakref__", "__qualname__"}
 )
@@ -110,6 +117,61 @@ def infer_target(factory: Callable[..., Any], class_: type | None) -> type:
         )
         raise TypeError(msg)
     return default
+
+
+class _DefaultClose(str):
+    """The type of the default *close_method*, told apart from an explicit one."""
+
+    __slots__ = ()
+
+
+#: ``close_method`` when none is given: a method the class may lack.
+_DEFAULT_CLOSE: str = _DefaultClose("close")
+
+
+class _MissingClose:
+    """The close of a class without the default close method.
+
+    SQLAlchemy accepts such a factory; closing its objects then fails with
+    this error, after the object is discarded.
+    """
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: type) -> None:
+        self._target = target
+
+    def __call__(self, obj: object) -> object:
+        close = getattr(obj, "close", None)
+        if callable(close):
+            return close()
+        msg = (
+            f"remove() cannot close {describe(obj)}: {self._target.__qualname__} "
+            "has no close() method, the default close_method; pass "
+            "close_method='name' for the method that closes it, or "
+            "close_method=None to discard without closing (the object was "
+            "discarded)"
+        )
+        raise TypeError(msg)
+
+
+def _closer(target: type, close_method: str | None) -> Callable[[Any], object] | None:
+    """How the registry closes *target* objects, checked against the class.
+
+    An explicit *close_method* must name a method of *target*. The default
+    may be missing, as SQLAlchemy allows: then removing fails, clearly.
+    """
+    if close_method is None:
+        return None
+    if callable(getattr(target, close_method, None)):
+        return operator.methodcaller(close_method)
+    if close_method is _DEFAULT_CLOSE:
+        return _MissingClose(target)
+    msg = (
+        f"close_method={close_method!r}, but {target.__qualname__} has no "
+        "such method; name its close method or pass close_method=None"
+    )
+    raise TypeError(msg)
 
 
 def _loggable(key: str, value: object) -> str:
@@ -175,7 +237,33 @@ class QueryProperty:
         return session.query(owner)
 
 
-class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
+class _ScopedSessionType(type):
+    """Gives the classes themselves SQLAlchemy's two session classmethods.
+
+    ``scoped_session.object_session(obj)`` and ``identity_key(...)`` work on
+    SQLAlchemy's class, not only on its instances. Defined here, they shadow
+    nothing: a generated proxy class forwards its own session class's, and
+    this is only consulted when the class has no such member.
+    """
+
+    _SESSION_CLASSMETHODS: ClassVar[frozenset[str]] = frozenset(
+        {"object_session", "identity_key"}
+    )
+
+    if not TYPE_CHECKING:
+        # Type checkers find the two on the generated proxies' types, and
+        # must not take every other class attribute for one.
+
+        def __getattr__(cls, name: str) -> Any:
+            if name in _ScopedSessionType._SESSION_CLASSMETHODS:
+                session = _sqlalchemy.default_target()
+                if session is not None:
+                    return getattr(session, name)
+            msg = f"type object {cls.__qualname__!r} has no attribute {name!r}"
+            raise AttributeError(msg)
+
+
+class scoped_session(_Base[_S], metaclass=_ScopedSessionType):  # noqa: N801 - SQLAlchemy's name
     """One session per scope, reached through one global object.
 
     ``scoped_session(sessionmaker(bind=engine))`` hands each thread (or each
@@ -249,7 +337,7 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         scopefunc: Callable[[], Any] | None = None,
         *,
         class_: type | None = None,
-        close_method: str | None = "close",
+        close_method: str | None = _DEFAULT_CLOSE,
         name: str | None = None,
         logger: Any | None = None,
         log: bool = True,
@@ -262,20 +350,12 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
         if scopefunc is not None:
             require_callable(scopefunc, "scopefunc")
         target = infer_target(session_factory, class_)
-        if close_method is not None and not callable(
-            getattr(target, close_method, None)
-        ):
-            msg = (
-                f"close_method={close_method!r}, but {target.__qualname__} has no "
-                "such method; name its close method or pass close_method=None"
-            )
-            raise TypeError(msg)
         scopefunc = scopefunc or None  # SQLAlchemy tests it for truth
         events = Events(name or target.__qualname__, logger=logger, enabled=log)
         registry = for_scope(
             session_factory,
             scopefunc,
-            close=None if close_method is None else operator.methodcaller(close_method),
+            close=_closer(target, close_method),
             events=events,
             leak_after=leak_after,
             max_scopes=max_scopes,
@@ -365,8 +445,8 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
                 else AlreadyPresentError
             )
             msg = (
-                "a session is already present in this scope, so the arguments "
-                f"{sorted(kw)} cannot apply to it; call remove() first"
+                f"{_ALREADY_PRESENT} The arguments {sorted(kw)} cannot apply "
+                "to the session this scope already has; call remove() first."
             )
             raise error(msg) from None
 
@@ -390,8 +470,8 @@ class scoped_session(_Base[_S]):  # noqa: N801 - SQLAlchemy's name
                 else ScopedWarning
             )
             warnings.warn(
-                "a session already exists in the current scope; configure() "
-                "only affects sessions created from now on",
+                f"{_CONFIGURE_TOO_LATE} configure() only affects sessions "
+                "created from now on, not the current scope's.",
                 category,
                 stacklevel=2,
             )

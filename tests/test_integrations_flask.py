@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from importlib.metadata import version
 from typing import Any
 
 import flask
@@ -29,9 +27,6 @@ from web import (
 
 from scoped import scoped_session
 from scoped.integrations import flask as scoped_flask
-
-#: Flask up to 3.1 stops running teardown functions at the first that raises.
-FLASK_SKIPS_TEARDOWNS = tuple(map(int, version("flask").split(".")[:2])) < (3, 2)
 
 
 def app_db(engine: sa.Engine) -> scoped_session[Session]:
@@ -123,37 +118,75 @@ def test_streamed_body_keeps_the_context_and_its_session(engine: sa.Engine) -> N
     assert 1 == user_count(engine)
 
 
-def test_raising_teardown_cannot_leak_the_session(
-    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+def _scoped_to(scope: str, engine: sa.Engine) -> scoped_session[Session]:
+    if scope == "thread":
+        # Flask's own documented pattern: thread scope, removed at teardown.
+        return scoped_session(sessionmaker(engine))
+    return app_db(engine)
+
+
+@pytest.mark.parametrize("scope", ["app_context", "thread"])
+@pytest.mark.parametrize("registered", ["before", "after"])
+def test_a_raising_teardown_cannot_skip_the_removal(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, scope: str, registered: str
 ) -> None:
-    """A raising teardown may skip ours; collecting the context closes the session.
+    """Every context's session is removed, even when another teardown function
+    raises, which makes Flask (up to 3.1) skip the teardowns after it; and that
+    teardown can still use the session."""
+    db = _scoped_to(scope, engine)
+    app = flask.Flask(__name__)
+    used: list[bool] = []
 
-    Flask up to 3.1 runs no teardown function after one that raised.
-    """
-    db = app_db(engine)
-    app = flask_app(db)
-
-    @app.teardown_appcontext
     def broken_teardown(exc: BaseException | None) -> None:
-        # Registered after init_app, so it runs first.
+        used.append(db.is_active)
         msg = "teardown fails"
         raise RuntimeError(msg)
 
-    # werkzeug logs the error with its traceback, which pytest's log capture
-    # would keep (and with it the dead app context) until the test ends.
+    if registered == "before":
+        app.teardown_appcontext(broken_teardown)
+    scoped_flask.init_app(app, db)
+    if registered == "after":
+        # Registered later, it runs first.
+        app.teardown_appcontext(broken_teardown)
+
+    @app.post("/add")
+    def add() -> str:
+        db.add(User(name="flask"))
+        db.commit()
+        return "ok"
+
     monkeypatch.setattr(logging.getLogger("werkzeug"), "disabled", True)
     with wsgi_server(app) as url, httpx.Client(base_url=url) as http:
-        statuses = [http.post("/add").status_code for _ in range(3)]
-    gc.collect()
-    stats = settled(db)
+        statuses = [http.post("/add").status_code for _ in range(2)]
+        stats = settled(db)
+    with pytest.raises(RuntimeError, match="teardown fails"), app.app_context():
+        db.add(User(name="cli"))
 
-    assert [500] * 3 == statuses
+    assert [500, 500] == statuses
+    assert all_removed(2) == stats
+    assert all_removed(3) == db.registry.stats()
+    assert [True] * 3 == used
     assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
-    if FLASK_SKIPS_TEARDOWNS:
-        # Never removed, but closed when their contexts were collected.
-        assert {"created": 3, "removed": 0, "cleaned_up": 3, "live": 0} == stats
-    else:
-        assert all_removed(3) == stats
+    assert 2 == user_count(engine)
+
+
+def test_thread_scope_sessions_end_with_each_context(engine: sa.Engine) -> None:
+    """Flask's documented thread-scoped pattern: one session per context in
+    turn, removed at the end of each, requests and CLI contexts alike."""
+    db = scoped_session(sessionmaker(engine))
+    app = flask_app(db)
+
+    with wsgi_server(app) as url, httpx.Client(base_url=url) as http:
+        bodies = [http.post("/add").json() for _ in range(3)]
+        stats = settled(db)
+    with app.app_context():
+        db.add(User(name="cli"))
+        db.commit()
+
+    assert 3 == len({body["session"] for body in bodies})
+    assert all_removed(3) == stats
+    assert all_removed(4) == db.registry.stats()
+    assert 4 == user_count(engine)
 
 
 def test_nested_app_contexts_have_their_own_sessions(engine: sa.Engine) -> None:
@@ -213,12 +246,14 @@ def test_commit_on_success_commits_ok_contexts_only(engine: sa.Engine) -> None:
         assert ["cli", "ok"] == sorted(session.scalars(sa.select(User.name)))
 
 
-def test_init_app_needs_the_app_context_scope(engine: sa.Engine) -> None:
-    """A session scoped otherwise is refused with the fix in the message."""
+def test_init_app_refuses_scopes_that_outlive_the_context(engine: sa.Engine) -> None:
+    """A session scoped otherwise than to the app context or the thread is
+    refused with the fix in the message."""
     app = flask.Flask(__name__)
+    db = scoped_session(sessionmaker(engine), lambda: "everyone")
 
     with pytest.raises(ValueError, match=r"scopefunc=scoped\.integrations\.flask"):
-        scoped_flask.init_app(app, scoped_session(sessionmaker(engine)))
+        scoped_flask.init_app(app, db)
 
 
 @pytest.mark.servers

@@ -14,8 +14,15 @@ from models import User
 from sqlalchemy import orm
 from sqlalchemy.orm import Session, sessionmaker
 
-from scoped import AnyScopedSession, scoped_session
-from scoped.proxies import proxied_doc
+from scoped import (
+    AnyScopedSession,
+    UnavailableMemberError,
+    _sqlalchemy,
+    scoped_session,
+)
+from scoped.proxies import Kind, Member, Releases, proxied_doc, proxy_class
+from scoped.proxies._unavailable import Unavailable
+from scoped.registry._lookup import LOCAL
 
 
 class MyHttpClient:
@@ -100,8 +107,11 @@ EXTRAS = [
     "in_transaction", "in_nested_transaction", "get_transaction",
     "get_nested_transaction", "invalidate", "prepare", "bind_mapper", "bind_table",
 ]  # fmt: skip
-#: Added after SQLAlchemy 2.0; proxied wherever the installed Session has them.
+#: Added after SQLAlchemy 2.0; forwarded wherever the installed Session has
+#: them, and raising UnavailableMemberError where it does not.
 NEWER = {"binds", "delete_all", "merge_all", "execution_options"}
+#: SQLAlchemy 2.0's deprecated classmethod, removed in 2.1.
+OLDER = {"close_all"}
 
 
 def _session_has(name: str) -> bool:
@@ -134,13 +144,108 @@ def test_the_pinned_lists_are_sqlalchemys() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", _present(SA21_METHODS + SA21_ATTRIBUTES + SA21_CLASSMETHODS + EXTRAS)
+    "name", [*SA21_METHODS, *SA21_ATTRIBUTES, *SA21_CLASSMETHODS, *EXTRAS, *OLDER]
 )
 def test_every_session_member_is_generated(
     db: scoped_session[Session], name: str
 ) -> None:
-    """Each name SQLAlchemy proxies, plus the extras, is generated on our class."""
+    """Each name SQLAlchemy proxies in any supported release, plus the extras,
+    is generated on our class, whichever release is installed."""
     assert name in vars(type(db))
+
+
+def test_the_spec_lists_the_members_of_every_supported_release() -> None:
+    """2.1's names are marked as added in 2.1, close_all as removed in 2.1."""
+    releases = {
+        member.name: member.releases
+        for member in _sqlalchemy.session_spec()
+        if member.releases is not None
+    }
+
+    assert {
+        **dict.fromkeys(NEWER, Releases("SQLAlchemy", since="2.1")),
+        **dict.fromkeys(OLDER, Releases("SQLAlchemy", until="2.1")),
+    } == releases
+
+
+@pytest.mark.parametrize("name", sorted(NEWER | OLDER))
+def test_a_member_the_installed_release_lacks_names_the_release_it_needs(
+    db: scoped_session[Session], name: str
+) -> None:
+    """Forwarded where Session has it; elsewhere reading, setting or calling it
+    raises an AttributeError naming the release, so hasattr() stays truthful."""
+    session_has = _session_has(name)
+    needs = "was removed in" if name in OLDER else "requires"
+
+    assert session_has == hasattr(db, name)
+    if session_has:
+        assert not isinstance(vars(type(db))[name], Unavailable)
+        return
+    with pytest.raises(UnavailableMemberError) as caught:
+        getattr(db, name)
+    assert isinstance(caught.value, AttributeError)
+    assert (name, db) == (caught.value.name, caught.value.obj)
+    assert f"scoped_session[Session].{name} {needs} SQLAlchemy 2.1" in str(caught.value)
+    assert f"SQLAlchemy {sa.__version__} is installed" in str(caught.value)
+    with pytest.raises(UnavailableMemberError, match=f"{needs} SQLAlchemy 2.1"):
+        setattr(db, name, None)
+
+
+@pytest.mark.parametrize("name", sorted(NEWER | OLDER))
+def test_release_dependent_members_say_so_in_their_docstring(
+    db: scoped_session[Session], name: str
+) -> None:
+    """Read from the class, present or not, the member's docstring carries the
+    proxy note and the release that added or removed it."""
+    doc = inspect.cleandoc(getattr(type(db), name).__doc__)
+    change = "Removed" if name in OLDER else "Added"
+
+    assert ":class:`_orm.scoping.scoped_session` class." in doc
+    assert (
+        f"{change} in SQLAlchemy 2.1. Where the installed release lacks it,\n"
+        "using it raises :exc:`scoped.UnavailableMemberError`."
+    ) in doc
+
+
+def test_a_spec_member_the_target_lacks_is_generated_as_unavailable() -> None:
+    """Any proxied class can take a spec: members its target lacks raise,
+    naming the library release; the rest, and the target's own extras, forward."""
+    spec = (
+        Member("get", Kind.METHOD),
+        Member("fetch_all", Kind.METHOD, releases=Releases("httpkit", since="3.0")),
+        Member("timeout", Kind.ATTRIBUTE, releases=Releases("httpkit", until="2.0")),
+    )
+    lookup = LOCAL
+    proxy = proxy_class(
+        scoped_session, MyHttpClient, lookup, spec=spec, proxy_ref=SCOPED_REF
+    )
+    client = scoped_session(MyHttpClient)
+    instance: Any = object.__new__(proxy)
+    instance._scoped_attach(client.registry)
+
+    with pytest.raises(
+        UnavailableMemberError, match=r"fetch_all requires httpkit 3\.0 or later$"
+    ):
+        instance.fetch_all()
+    with pytest.raises(
+        UnavailableMemberError, match=r"timeout was removed in httpkit 2\.0$"
+    ):
+        instance.timeout = 3
+    assert ("http://example.test/x", 1.0) == instance.get("/x")
+    assert "open" == instance.status
+    assert "Added in httpkit 3.0." in vars(proxy)["fetch_all"].__doc__
+    client.remove()
+
+
+def test_an_equal_spec_finds_the_same_generated_class() -> None:
+    """Specs are compared by value, so a fresh but equal list reuses the class."""
+    lookup = LOCAL
+    spec = [Member("get", Kind.METHOD), Member("extra", Kind.METHOD)]
+
+    first = proxy_class(scoped_session, MyHttpClient, lookup, spec=spec)
+
+    assert first is proxy_class(scoped_session, MyHttpClient, lookup, spec=list(spec))
+    assert first is not proxy_class(scoped_session, MyHttpClient, lookup, spec=spec[:1])
 
 
 def test_newer_names_follow_the_installed_sqlalchemy() -> None:

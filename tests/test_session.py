@@ -144,13 +144,17 @@ def test_call_with_arguments_creates_with_them(db: scoped_session[Session]) -> N
 
 
 def test_call_with_arguments_when_present_raises(db: scoped_session[Session]) -> None:
-    """db(**kw) after the session exists raises an InvalidRequestError."""
+    """db(**kw) after the session exists raises an InvalidRequestError that
+    begins with SQLAlchemy's own message and then names the arguments."""
     session = db()
 
     with pytest.raises(sa_exc.InvalidRequestError, match="autoflush") as caught:
         db(autoflush=False)
 
     assert isinstance(caught.value, AlreadyPresentError)
+    assert str(caught.value).startswith(
+        "Scoped session is already present; no new arguments may be specified."
+    )
     assert session is db()
     assert session.autoflush is True
 
@@ -175,13 +179,17 @@ def test_configure_affects_later_sessions_without_warning(
 
 
 def test_configure_warns_when_a_session_exists(db: scoped_session[Session]) -> None:
-    """configure() with a session present warns with an SAWarning subclass."""
+    """configure() with a session present warns with an SAWarning subclass,
+    in words that begin with SQLAlchemy's."""
     existing = db()
 
-    with pytest.warns(sa_exc.SAWarning, match="already exists") as record:
+    with pytest.warns(sa_exc.SAWarning, match="created from now on") as record:
         db.configure(autoflush=False)
 
     assert issubclass(record[0].category, ScopedWarning)
+    assert str(record[0].message).startswith(
+        "At least one scoped session is already present."
+    )
     assert existing.autoflush is True
     db.remove()
     assert db().autoflush is False

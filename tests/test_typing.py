@@ -2,57 +2,65 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from scoped import scoped_session
-from scoped.proxies import typing_source
+from scoped import _sqlalchemy, scoped_session
+from scoped.proxies import Kind, Member, Releases
 from scoped.proxies._codegen import render_params
-from scoped.proxies.typing_source import Ref, SourceError, check, main, resolve
+from scoped.proxies._unavailable import Unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 TYPING = Path(__file__).resolve().parent / "typing"
+
+
+def _load_tool() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "scoped_tools_proxies", ROOT / "tools" / "proxies.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # Registered first: dataclasses look their module up while the class body runs.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = _load_tool()
 
 
 def _series(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
 
 
-def _generated_series() -> tuple[int, ...]:
-    header = typing_source.OUTPUT.read_text(encoding="utf-8").split("\n", 2)[1]
-    match = re.search(r"sqlalchemy (\d+\.\d+)", header)
-    assert match, f"no SQLAlchemy version in the header line {header!r}"
-    return _series(match.group(1))
-
-
-# The committed file describes the SQLAlchemy series it was written from;
-# the 2.0 test run checks the run-time proxies, not this file.
-same_sqlalchemy = pytest.mark.skipif(
-    _series(sa.__version__) != _generated_series(),
-    reason=f"scoped/proxies/_session_typing.py is written from another SQLAlchemy "
-    f"series than the installed {sa.__version__}",
-)
+INSTALLED = ".".join(map(str, _series(sa.__version__)))
 needs_311 = pytest.mark.skipif(
-    sys.version_info < (3, 11), reason="writing needs typing.get_overloads (3.11+)"
+    sys.version_info < (3, 11), reason="measuring needs typing.get_overloads (3.11+)"
 )
 sqlalchemy_21 = pytest.mark.skipif(
     _series(sa.__version__) < (2, 1),
-    reason=f"the typed proxies are written from SQLAlchemy 2.1; {sa.__version__} "
-    "is installed",
+    reason=f"the user modules are checked against SQLAlchemy 2.1's annotations; "
+    f"{sa.__version__} is installed",
 )
 
 
-@same_sqlalchemy
 @needs_311
-def test_committed_source_is_fresh() -> None:
-    """The committed typed proxies are what the generator writes now."""
-    problem = check()
+def test_committed_files_are_fresh() -> None:
+    """The committed spec and typed proxies are what the generator writes now,
+    under whichever supported SQLAlchemy is installed (the 2.0 and 2.1 test runs
+    both check it, so the files are the same from either)."""
+    problem = tool.check()
 
     assert problem is None, problem
 
@@ -62,32 +70,106 @@ def test_check_reports_a_stale_file_with_a_diff(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--check fails with the command to run and a diff; --write fixes it."""
+    spec = tmp_path / "_session_spec.py"
+    shutil.copy(tool.SPEC, spec)
     target = tmp_path / "_session_typing.py"
     target.write_text("class SessionProxies: ...\n", encoding="utf-8")
+    paths = ["--spec", str(spec), "--output", str(target)]
 
-    assert 1 == main(["--check", "--output", str(target)])
+    assert 1 == tool.main(["--check", *paths])
     err = capsys.readouterr().err
-    assert "is stale" in err
+    assert "_session_typing.py is stale" in err
+    assert "_session_spec.py is stale" not in err
     assert "run `make proxies`" in err
     assert "-class SessionProxies: ...\n" in err
 
-    assert 0 == main(["--write", "--output", str(target)])
-    assert 0 == main(["--check", "--output", str(target)])
-    assert None is check(target)
+    assert 0 == tool.main(["--write", *paths])
+    assert 0 == tool.main(["--check", *paths])
+    assert tool.OUTPUT.read_text(encoding="utf-8") == target.read_text(encoding="utf-8")
+
+
+def test_the_typed_source_comes_from_the_spec_alone() -> None:
+    """Rendering reads no SQLAlchemy: the committed file, re-rendered from the
+    committed spec and laid out by ruff, is unchanged."""
+    spec = tool.load(tool.SPEC)
+
+    rendered = tool.ruff(tool.render_typed(spec), tool.OUTPUT)
+
+    assert tool.OUTPUT.read_text(encoding="utf-8") == rendered
+    assert "2.0" in spec.series
+    assert "2.1" in spec.series
+
+
+def _member(name: str, doc: str, **fields: Any) -> Member:
+    return Member(name, Kind.METHOD, doc=doc, signature="(self) -> None", **fields)
+
+
+def test_merging_an_older_series_keeps_the_newer_text() -> None:
+    """Measuring 2.0 records which members 2.0 has, never 2.0's text for a
+    member 2.1 also has; a member only 2.0 has keeps 2.0's text."""
+    spec = tool.Spec(
+        ("2.1",),
+        (_member("add", "2.1 text"), _member("delete_all", "2.1 text")),
+        {"2.1": ("stream",)},
+    )
+    measured = [_member("add", "2.0 text"), _member("close_all", "2.0 text")]
+
+    merged = tool.merge(spec, "2.0", measured, ("close_all",))
+
+    assert ("2.0", "2.1") == merged.series
+    assert {
+        "add": ("2.1 text", None),
+        "close_all": ("2.0 text", Releases("SQLAlchemy", until="2.1")),
+        "delete_all": ("2.1 text", Releases("SQLAlchemy", since="2.1")),
+    } == {m.name: (m.doc, m.releases) for m in merged.members}
+    assert {"2.0": ("close_all",), "2.1": ("stream",)} == merged.async_names
+    assert merged == tool.merge(merged, "2.0", measured, ("close_all",))
+
+
+def test_merging_the_newest_series_takes_its_text() -> None:
+    """Measuring the newest series updates the text of the members it has and
+    drops those no series has any more."""
+    spec = tool.Spec(
+        ("2.0", "2.1"),
+        (
+            _member("add", "old"),
+            _member("gone", "old", releases=Releases("SQLAlchemy", since="2.1")),
+        ),
+        {},
+    )
+
+    merged = tool.merge(spec, "2.1", [_member("add", "new")], ())
+
+    assert [("add", "new", None)] == [
+        (m.name, m.doc, m.releases) for m in merged.members
+    ]
+
+
+def test_a_member_that_comes_and_goes_is_an_error() -> None:
+    """Presence must be one range of series, or the releases cannot say it."""
+    spec = tool.Spec(
+        ("2.0", "2.1", "2.2"),
+        (_member("odd", "x", releases=Releases("SQLAlchemy", until="2.1")),),
+        {},
+    )
+
+    with pytest.raises(tool.SourceError, match=r"Session\.odd comes and goes"):
+        tool.merge(spec, "2.2", [_member("odd", "x")], ())
 
 
 def test_names_resolve_to_their_defining_module() -> None:
     """Re-imports, also under ``if TYPE_CHECKING:``, lead to the definition."""
+    ref, resolve = tool.Ref, tool.resolve
     # session.py: "if typing.TYPE_CHECKING: from ..engine import Result".
-    assert Ref("sqlalchemy.engine.result", "Result") == resolve(
+    assert ref("sqlalchemy.engine.result", "Result") == resolve(
         "sqlalchemy.orm.session", "Result"
     )
-    assert Ref("sqlalchemy.orm.session", "Session") == resolve(
+    assert ref("sqlalchemy.orm.session", "Session") == resolve(
         "sqlalchemy.orm.session", "Session"
     )
-    assert Ref("typing", "Optional") == resolve("sqlalchemy.orm.session", "Optional")
-    assert Ref("sqlalchemy.util", None) == resolve("sqlalchemy.orm.session", "util")
-    assert Ref("builtins", "object") == resolve("sqlalchemy.orm.session", "object")
+    assert ref("typing", "Optional") == resolve("sqlalchemy.orm.session", "Optional")
+    assert ref("sqlalchemy.util", None) == resolve("sqlalchemy.orm.session", "util")
+    assert ref("builtins", "object") == resolve("sqlalchemy.orm.session", "object")
 
 
 def test_render_params_writes_annotations_and_keeps_positional_only_markers() -> None:
@@ -110,25 +192,57 @@ def test_render_params_writes_annotations_and_keeps_positional_only_markers() ->
 
 def test_an_unknown_name_is_a_clear_error() -> None:
     """A name bound nowhere is reported with the module it was used in."""
-    with pytest.raises(SourceError, match=r"'NoSuchName', used in sqlalchemy\.orm"):
-        resolve("sqlalchemy.orm.session", "NoSuchName")
+    with pytest.raises(
+        tool.SourceError, match=r"'NoSuchName', used in sqlalchemy\.orm"
+    ):
+        tool.resolve("sqlalchemy.orm.session", "NoSuchName")
 
 
-@same_sqlalchemy
+def _has(member: Member) -> bool:
+    releases = member.releases or Releases("SQLAlchemy")
+    key = _series
+    return (releases.since is None or key(INSTALLED) >= key(releases.since)) and (
+        releases.until is None or key(INSTALLED) < key(releases.until)
+    )
+
+
+def test_the_spec_matches_the_installed_session() -> None:
+    """The installed Session has exactly the spec members whose releases
+    include it, of the kind the spec says, and nothing the spec leaves out."""
+    from scoped.proxies._members import discover
+
+    installed = {m.name: m for m in discover(sa.orm.Session, _sqlalchemy.EXCLUDED)}
+    spec = _sqlalchemy.session_spec()
+
+    assert {m.name for m in spec if _has(m)} == set(installed)
+    assert {m.name: m.kind for m in spec if _has(m)} == {
+        name: m.kind for name, m in installed.items()
+    }
+
+
+def _clean(doc: str | None) -> list[str]:
+    return [line.rstrip() for line in inspect.cleandoc(doc or "").splitlines()]
+
+
 def test_typed_members_match_the_runtime_proxies() -> None:
-    """Every generated member has its typed twin: kind, setter, signature, doc."""
+    """Every generated member has its typed twin: kind, setter and docstring,
+    and the signature wherever the spec's text is the installed release's."""
     from scoped.proxies._session_typing import SessionProxies
 
     runtime = type(scoped_session(sa.orm.sessionmaker(sa.create_engine("sqlite://"))))
-    _, members = typing_source.session_members()
+    spec = tool.load(tool.SPEC)
+    newest = INSTALLED == spec.series[-1]
 
-    def clean(doc: str | None) -> list[str]:
-        return [line.rstrip() for line in inspect.cleandoc(doc or "").splitlines()]
-
-    assert len(members) > 50
-    for member in members:
+    assert len(spec.members) > 50
+    for member in spec.members:
         generated = inspect.getattr_static(runtime, member.name)
         typed = inspect.getattr_static(SessionProxies, member.name)
+        if isinstance(generated, Unavailable):
+            assert not _has(member), member.name
+            assert _clean(generated.__doc__) == _clean(
+                getattr(SessionProxies, member.name).__doc__
+            ), member.name
+            continue
         # A typed property stands for a property or for the compiled
         # descriptor of scoped._speedups; both have fset and __doc__.
         assert isinstance(typed, property) or type(generated) is type(typed), (
@@ -137,14 +251,16 @@ def test_typed_members_match_the_runtime_proxies() -> None:
         if isinstance(typed, property):
             assert hasattr(type(generated), "__set__"), member.name
             assert (generated.fset is None) == (typed.fset is None), member.name
-            assert clean(generated.__doc__) == clean(typed.__doc__), member.name
+            if newest:
+                assert _clean(generated.__doc__) == _clean(typed.__doc__), member.name
             continue
         generated_fn = getattr(runtime, member.name)
         typed_fn = getattr(SessionProxies, member.name)
-        assert inspect.signature(generated_fn) == inspect.signature(typed_fn), (
-            member.name
-        )
-        assert clean(generated_fn.__doc__) == clean(typed_fn.__doc__), member.name
+        if newest:
+            assert inspect.signature(generated_fn) == inspect.signature(typed_fn), (
+                member.name
+            )
+            assert _clean(generated_fn.__doc__) == _clean(typed_fn.__doc__), member.name
 
 
 def _mypy(module: Path) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,7 @@ from scoped.errors import describe
 from scoped.registry import MISSING, Registry
 from scoped.session import ScopeBlock, scoped_session
 
-__all__ = ["RequestScope", "require_scoped_session", "settle"]
+__all__ = ["RequestBlock", "commit_or_rollback", "require_scoped_session"]
 
 
 def require_scoped_session(
@@ -53,10 +53,10 @@ def require_scoped_session(
     return db_session
 
 
-def settle(registry: Registry[Any], *, ok: bool) -> Any:
+def commit_or_rollback(registry: Registry[Any], *, ok: bool) -> Any:
     """Commit the current scope's session if *ok*, else roll it back.
 
-    A scope that never used its session has nothing to settle, and none is
+    A scope that never used its session has nothing to end, and none is
     created for it. Returns what the session's method returned: an
     awaitable for an ``AsyncSession``.
     """
@@ -74,8 +74,8 @@ def _exc_info(
     return type(error), error, error.__traceback__
 
 
-class RequestScope:
-    """One request's scope: opened once, then ended exactly once.
+class RequestBlock:
+    """One request's ``scope()`` block: opened once, then ended exactly once.
 
     Ending it commits or rolls back when *commit_on_success* asks for that,
     then leaves the scope, which removes the request's session. It must end
@@ -96,17 +96,17 @@ class RequestScope:
         self.ended = False
         self._block: ScopeBlock = db_session.scope()
 
-    def open(self) -> RequestScope:
+    def open(self) -> RequestBlock:
         """Enter the scope."""
         self._block.__enter__()
         return self
 
-    async def aopen(self) -> RequestScope:
+    async def aopen(self) -> RequestBlock:
         """Enter the scope, in a coroutine."""
         await self._block.__aenter__()
         return self
 
-    async def __aenter__(self) -> RequestScope:
+    async def __aenter__(self) -> RequestBlock:
         return await self.aopen()
 
     async def __aexit__(
@@ -119,7 +119,7 @@ class RequestScope:
             return None
         status = self.status
         ok = error is None and status is not None and status < 400
-        return settle(self._registry, ok=ok)
+        return commit_or_rollback(self._registry, ok=ok)
 
     def end(self, error: BaseException | None = None) -> None:
         """Leave the scope; *error* is what made the request fail, if anything.

@@ -64,18 +64,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 from scoped.errors import require_callable
-from scoped.integrations import RequestScope, require_scoped_session
+from scoped.integrations import RequestBlock, require_scoped_session
 from scoped.session import scoped_session
 
 __all__ = ["ScopedSessionMiddleware", "scoped_dependency"]
 
 _S = TypeVar("_S")
 
-Scope = MutableMapping[str, Any]
+# ASGI calls its connection dict the "scope"; here a scope is a session's.
+Connection = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ASGIApp = Callable[[Connection, Receive, Send], Awaitable[None]]
 
 #: Scope kinds that an event loop shares between all of its requests.
 _SHARED_BY_REQUESTS = frozenset({"thread", "greenlet"})
@@ -125,13 +126,15 @@ class ScopedSessionMiddleware:
         self.db_session = _require_request_scope(db_session, "ScopedSessionMiddleware")
         self.commit_on_success = commit_on_success
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
+    async def __call__(
+        self, connection: Connection, receive: Receive, send: Send
+    ) -> None:
+        kind = connection["type"]
         if kind not in {"http", "websocket"}:
-            await self.app(scope, receive, send)
+            await self.app(connection, receive, send)
             return
         commit = self.commit_on_success
-        request = RequestScope(self.db_session, commit_on_success=commit)
+        request = RequestBlock(self.db_session, commit_on_success=commit)
         send_and_watch: Send = send
         if kind == "websocket":
             # A websocket has no status; it succeeded unless something raised.
@@ -145,7 +148,7 @@ class ScopedSessionMiddleware:
                 await send(message)
 
         async with request:
-            await self.app(scope, receive, send_and_watch)
+            await self.app(connection, receive, send_and_watch)
 
 
 _dependencies: weakref.WeakKeyDictionary[
@@ -190,7 +193,7 @@ def _make_dependency(
         if db is None:
             msg = "the scoped_session of this dependency no longer exists"
             raise RuntimeError(msg)
-        async with RequestScope(db, commit_on_success=commit_on_success) as request:
+        async with RequestBlock(db, commit_on_success=commit_on_success) as request:
             # A dependency sees exceptions, not statuses: no exception is success.
             request.status = 0
             yield db()

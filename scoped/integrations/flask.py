@@ -10,13 +10,15 @@
     scoped_flask.init_app(app, db_session)
 
 Like Flask-SQLAlchemy, each application context (one per request, CLI
-command or ``with app.app_context()``) has its own session, removed by a
-``teardown_appcontext`` function. Unlike a scope keyed by ``id()`` of the
-context, the key is the context object itself, held weakly: if the teardown
-never runs (Flask up to 3.1 skips the remaining teardown functions when one
-raises), the session is closed when the context object is garbage collected
-instead of lingering in the registry, in a transaction, where a later
-context allocated at the same address would find it.
+command or ``with app.app_context()``) has its own session, removed when the
+context ends: after every teardown function has run, even when one of them
+raised (Flask up to 3.1 then skips the remaining teardown functions, which
+would leave a session registered as one of them in a transaction). Flask's
+own documented pattern, a thread-scoped ``scoped_session(sessionmaker(...))``
+removed at the end of each context, is accepted as well. The context key is
+the context object itself, held weakly: a context that is never popped has
+its session closed when it is garbage collected, instead of lingering where
+a later context allocated at the same address would find it.
 
 Outside an application context the session is unreachable and using it
 raises Flask's ``RuntimeError: Working outside of application context``. A
@@ -29,13 +31,15 @@ values, not objects the view loaded.)
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import flask
 import flask.globals
 
-from scoped.integrations import require_scoped_session, settle
+from scoped.integrations import commit_or_rollback, require_scoped_session
 from scoped.scopes import Scope
 
 if TYPE_CHECKING:
@@ -45,6 +49,8 @@ __all__ = ["AppContextScope", "app_context", "init_app"]
 
 #: Where the response status waits for the teardown, in ``flask.g``.
 _STATUS: Final = "_scoped_response_status"
+#: No exception was passed to the teardown: Flask reads ``sys.exc_info()``.
+_UNSET: Final = object()
 
 
 class AppContextScope(Scope):
@@ -75,6 +81,16 @@ class AppContextScope(Scope):
 app_context: Final = AppContextScope()
 
 
+def _per_context(db_session: scoped_session[Any]) -> bool:
+    """Tell whether removing at each context's end gives contexts their own
+    sessions: app-context scoped, or thread scoped as in Flask's own pattern."""
+    registry = db_session.registry
+    return (
+        getattr(registry, "scopefunc", None) is app_context
+        or registry.scope_kind == "thread"
+    )
+
+
 def init_app(
     app: flask.Flask,
     db_session: scoped_session[Any],
@@ -83,18 +99,24 @@ def init_app(
 ) -> None:
     """Remove *db_session*'s session when each application context of *app* ends.
 
-    *db_session* must be scoped with ``scopefunc=app_context``. With
-    *commit_on_success*, the teardown commits when nothing raised and the
-    response status (if the context served a request) is below 400, and
-    rolls back otherwise, before removing the session. Call it for each app
-    that uses *db_session*.
+    *db_session* is scoped with ``scopefunc=app_context``, or to the thread
+    (no *scopefunc*), as in Flask's documented
+    ``db_session = scoped_session(sessionmaker(...))``. The session is removed
+    after every teardown function has run, also when one of them raised
+    (which makes Flask skip the others). With *commit_on_success*, it is
+    first committed when nothing raised and the response status (if the
+    context served a request) is below 400, and rolled back otherwise. Call
+    it for each app that uses *db_session*. With the thread scope, a context
+    pushed inside another one ends by removing the session the outer one was
+    using too (which then gets a new one), as in Flask's own pattern.
     """
     checked = require_scoped_session(db_session, "init_app()")
-    if getattr(checked.registry, "scopefunc", None) is not app_context:
+    if not _per_context(checked):
         msg = (
             "init_app() needs a scoped_session scoped to the application "
-            "context: scoped_session(factory, "
-            "scopefunc=scoped.integrations.flask.app_context)"
+            "context, scoped_session(factory, "
+            "scopefunc=scoped.integrations.flask.app_context), or to the "
+            f"thread (no scopefunc); got one scoped to {checked.registry.scope_kind}"
         )
         raise ValueError(msg)
     registry = checked.registry
@@ -106,12 +128,34 @@ def init_app(
             setattr(flask.g, _STATUS, response.status_code)
             return response
 
-    @app.teardown_appcontext
-    def remove_session(exc: BaseException | None) -> None:
+    def end(error: BaseException | None) -> None:
         try:
             if commit_on_success:
                 status = flask.g.pop(_STATUS, None)
-                ok = exc is None and (status is None or status < 400)
-                settle(registry, ok=ok)
+                ok = error is None and (status is None or status < 400)
+                commit_or_rollback(registry, ok=ok)
         finally:
             checked.remove()
+
+    # Not a teardown function: Flask stops calling those at the first that
+    # raises, and runs them newest first, so one registered after this call
+    # could skip ours. Wrapping the call that runs them all ends every
+    # context, and lets all of them still use the session.
+    run_teardowns = app.do_teardown_appcontext
+
+    def do_teardown_appcontext(exc: object = _UNSET) -> None:
+        error = sys.exc_info()[1] if exc is _UNSET else exc
+        try:
+            if exc is _UNSET:
+                run_teardowns()
+            else:
+                run_teardowns(exc)  # type: ignore[arg-type]
+        except BaseException as failure:
+            # The teardown's own error matters more; the registry has logged
+            # a failure to remove.
+            with contextlib.suppress(Exception):
+                end(failure)
+            raise
+        end(error if isinstance(error, BaseException) else None)
+
+    vars(app)["do_teardown_appcontext"] = do_teardown_appcontext

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import wrapt
 
 from scoped.errors import require_callable
-from scoped.integrations import RequestScope, require_scoped_session
+from scoped.integrations import RequestBlock, require_scoped_session
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -82,7 +82,7 @@ class ScopedSessionMiddleware:
     def __call__(
         self, environ: WSGIEnvironment, start_response: StartResponse
     ) -> Iterable[bytes]:
-        request = RequestScope(
+        request = RequestBlock(
             self.db_session, commit_on_success=self.commit_on_success
         ).open()
         if self.commit_on_success:
@@ -97,7 +97,7 @@ class ScopedSessionMiddleware:
 
 
 def _recording_status(
-    start_response: StartResponse, request: RequestScope
+    start_response: StartResponse, request: RequestBlock
 ) -> StartResponse:
     """Wrap *start_response* to note the status on *request*."""
 
@@ -120,7 +120,7 @@ class _ScopedResponse(wrapt.ObjectProxy[Iterable[bytes]]):
     iterable, so servers that send files natively still do.
     """
 
-    def __init__(self, wrapped: Iterable[bytes], request: RequestScope) -> None:
+    def __init__(self, wrapped: Iterable[bytes], request: RequestBlock) -> None:
         super().__init__(wrapped)
         self._self_request = request
 

@@ -1,4 +1,4 @@
-"""Lifecycle events of a registry's sessions, sent through structlog.
+"""Lifecycle events of a registry's sessions, sent through structlog (internal).
 
 A library must not configure the application's logging. Events go to the
 logger given to the registry, else to ``structlog.get_logger("scoped")``

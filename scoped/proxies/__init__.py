@@ -1,4 +1,4 @@
-"""Generated forwarding members: the second pillar of :mod:`scoped`.
+"""Generated forwarding members: the second pillar of :mod:`scoped` (internal).
 
 :func:`proxy_class` builds, once per target class, a subclass of a proxy base
 whose methods, properties and classmethods forward to the object the
@@ -14,14 +14,16 @@ from __future__ import annotations
 from scoped.proxies._codegen import SPEEDUPS, Plan, compile_members
 from scoped.proxies._docs import attribute_doc, proxied_doc
 from scoped.proxies._factory import proxy_class, reserved_names
-from scoped.proxies._members import Kind, Member, discover
+from scoped.proxies._members import Kind, Member, Releases, bind, discover
 
 __all__ = [
     "SPEEDUPS",
     "Kind",
     "Member",
     "Plan",
+    "Releases",
     "attribute_doc",
+    "bind",
     "compile_members",
     "discover",
     "proxied_doc",

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from scoped.proxies._docs import member_doc
 from scoped.proxies._members import Kind, Member
+from scoped.proxies._unavailable import Unavailable
 from scoped.registry._lookup import Lookup
 
 if TYPE_CHECKING:
@@ -408,6 +409,8 @@ def compile_members(plan: Plan) -> dict[str, Any]:
     writer = _Writer(plan)
     compiled = plan.compiled_kind()
     for member in plan.members:
+        if not member.present:
+            continue
         if member.kind is Kind.ATTRIBUTE:
             writer.attribute(member)
         else:
@@ -431,6 +434,12 @@ def compile_members(plan: Plan) -> dict[str, Any]:
 
     result: dict[str, Any] = {}
     for member in plan.members:
+        if not member.present:
+            doc = member_doc(member, plan.target_ref, plan.proxy_ref)
+            result[member.name] = Unavailable.of(
+                member, plan.proxy_qualname, plan.target, doc
+            )
+            continue
         doc = writer.docs[member.name]
         if member.kind is Kind.ATTRIBUTE:
             result[member.name] = _attribute(plan, member, namespace, doc, compiled)

@@ -1,15 +1,24 @@
-"""Which members of a target class get a forwarding proxy, and of what kind."""
+"""The member model: which members of a target class get a forwarding proxy.
+
+A :class:`Member` describes one forwarded member: its name, kind, docstring
+and, where it comes from a committed spec rather than a live class, the
+source of its signature and the releases of the target's library that have
+it. :func:`discover` reads the members off any class; :func:`bind` lays a
+spec over the installed class, so that the spec, not the installed release,
+decides which members a proxy has.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Kind", "Member", "discover"]
+__all__ = ["Kind", "Member", "Releases", "bind", "discover"]
 
 # Dunders that SQLAlchemy's scoped_session forwards. Others (``__len__``,
 # ``__bool__``, ``__enter__``) would change how the registry object itself
@@ -27,11 +36,50 @@ class Kind(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Releases:
+    """The releases of the target's *library* that have a member.
+
+    *since* is the first release series that has it, *until* the first that
+    no longer does; ``None`` means every supported release on that side.
+    """
+
+    library: str
+    since: str | None = None
+    until: str | None = None
+
+    def note(self) -> str:
+        """The sentences that mark the member in its docstring (two lines)."""
+        parts = []
+        if self.since is not None:
+            parts.append(f"added in {self.library} {self.since}")
+        if self.until is not None:
+            parts.append(f"removed in {self.library} {self.until}")
+        text = " and ".join(parts)
+        return (
+            f"{text[:1].upper()}{text[1:]}. Where the installed release lacks it,\n"
+            "using it raises :exc:`scoped.UnavailableMemberError`."
+        )
+
+    def requirement(self) -> str:
+        """What the member needs, for the error raised where it is missing."""
+        if self.since is not None and self.until is not None:
+            return f"requires {self.library} {self.since} up to {self.until}"
+        if self.since is not None:
+            return f"requires {self.library} {self.since} or later"
+        return f"was removed in {self.library} {self.until}"
+
+
+@dataclass(frozen=True)
 class Member:
     """One forwarded member of a target class.
 
-    *function* is the underlying function for callables (``None`` for
-    attributes); *writable* says whether an attribute proxy gets a setter.
+    *function* is the installed target's function for callables (``None``
+    for attributes and members of a spec); *writable* says whether an
+    attribute proxy gets a setter. A spec's members also carry *signature*,
+    the source after ``def name`` (an attribute's is its getter's), the
+    *overloads*' signatures, the *imports* (local name, ``"module"`` or
+    ``"module:name"``) that they use, and the *releases* that have them;
+    *present* is false for a spec member the installed class lacks.
     """
 
     name: str
@@ -39,11 +87,17 @@ class Member:
     function: Callable[..., Any] | None = None
     doc: str | None = None
     writable: bool = False
+    coroutine: bool = False
+    releases: Releases | None = None
+    signature: str = ""
+    overloads: tuple[str, ...] = ()
+    imports: tuple[tuple[str, str], ...] = ()
+    present: bool = True
 
     @property
     def is_coroutine(self) -> bool:
         """Tell whether the target is an ``async def`` function."""
-        return self.function is not None and inspect.iscoroutinefunction(self.function)
+        return self.coroutine
 
 
 def _is_public(name: str) -> bool:
@@ -63,14 +117,18 @@ def _is_classvar(annotation: object) -> bool:
     return typing.get_origin(annotation) is typing.ClassVar
 
 
+def _callable(name: str, kind: Kind, func: Any) -> Member:
+    coroutine = inspect.iscoroutinefunction(func)
+    return Member(name, kind, func, getattr(func, "__doc__", None), coroutine=coroutine)
+
+
 def _classify(name: str, raw: object) -> Member | None:
     if isinstance(raw, classmethod):
-        return Member(name, Kind.CLASSMETHOD, raw.__func__, raw.__func__.__doc__)
+        return _callable(name, Kind.CLASSMETHOD, raw.__func__)
     if isinstance(raw, staticmethod):
-        func = raw.__func__
-        return Member(name, Kind.STATICMETHOD, func, func.__doc__)
+        return _callable(name, Kind.STATICMETHOD, raw.__func__)
     if inspect.isfunction(raw) or (inspect.ismethoddescriptor(raw) and callable(raw)):
-        return Member(name, Kind.METHOD, raw, getattr(raw, "__doc__", None))
+        return _callable(name, Kind.METHOD, raw)
     if isinstance(raw, property):
         return Member(
             name, Kind.ATTRIBUTE, doc=raw.__doc__, writable=raw.fset is not None
@@ -113,3 +171,27 @@ def discover(target: type, exclude: Iterable[str] = ()) -> list[Member]:
         if raw is None or not hasattr(type(raw), "__get__"):
             members[name] = Member(name, Kind.ATTRIBUTE, writable=True)
     return sorted(members.values(), key=lambda m: m.name)
+
+
+def bind(
+    spec: Sequence[Member], target: type, exclude: Iterable[str] = ()
+) -> list[Member]:
+    """The members of a proxy of *target* whose forwarded members *spec* lists.
+
+    Each spec member the installed *target* has is forwarded as discovered
+    there (its own signature and docstring), keeping the spec's releases;
+    one it lacks stays, marked not *present*, so that the proxy has it and
+    says which release it needs. Members the spec does not list, such as a
+    subclass's own methods, are forwarded as :func:`discover` finds them.
+    """
+    found = {member.name: member for member in discover(target, exclude)}
+    skip = set(exclude)
+    members = [
+        dataclasses.replace(found.pop(entry.name), releases=entry.releases)
+        if entry.name in found
+        else dataclasses.replace(entry, present=False)
+        for entry in spec
+        if entry.name not in skip
+    ]
+    members += found.values()
+    return sorted(members, key=lambda m: m.name)

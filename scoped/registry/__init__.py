@@ -1,7 +1,7 @@
 """Storage keyed by scope: one object per thread, task or custom scope key.
 
 The registry is the first pillar of :mod:`scoped`: it decides *which* object
-belongs to the caller. :mod:`scoped.proxies` only reads it.
+belongs to the caller. ``scoped.proxies`` only reads it.
 """
 
 from __future__ import annotations

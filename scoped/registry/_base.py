@@ -145,25 +145,27 @@ class Registry(abc.ABC, Generic[_T]):
 
     # -- storage: what each kind implements ------------------------------
 
-    @abc.abstractmethod
     def __call__(self) -> _T:
         """Return the current scope's object, creating it on first use."""
+        return self._get_or_create(None)
 
-    @abc.abstractmethod
     def has(self) -> bool:
         """Tell whether the current scope holds an object."""
+        return self._current_entry() is not None
 
-    @abc.abstractmethod
     def set(self, obj: _T) -> None:
         """Store *obj* as the current scope's object, replacing any other.
 
         The object replaced is discarded without being closed, as by
-        :meth:`clear`.
+        :meth:`~scoped.registry.Registry.clear`.
         """
+        self.clear()
+        self._get_or_create(lambda: obj)
 
-    @abc.abstractmethod
     def peek(self) -> _T | _Missing:
         """Return the current scope's object, or :data:`MISSING`; never create."""
+        entry = self._current_entry()
+        return MISSING if entry is None else entry.obj  # type: ignore[return-value]
 
     @abc.abstractmethod
     def _get_or_create(self, factory: Callable[[], _T] | None) -> _T:

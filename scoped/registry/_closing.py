@@ -47,8 +47,10 @@ class Closer:
         """Count *entry* as removed or cleaned up, once, and report it."""
         if entry.attached is not None:
             self._events.detach(entry)
-        if not self._ledger.settle(entry, removed=removed) or not entry.logged:
-            return
+        if self._ledger.settle(entry, removed=removed) and entry.logged:
+            self._report(entry, removed=removed)
+
+    def _report(self, entry: Entry, *, removed: bool) -> None:
         if removed:
             self._events.ended(SESSION_REMOVED.level, SESSION_REMOVED, entry)
         else:
@@ -104,7 +106,9 @@ class Closer:
                 )
             else:
                 if result is None or not inspect.isawaitable(result):
-                    self.settle(entry, removed=removed)
+                    # settle(), inline: nothing is attached to detach.
+                    if self._ledger.settle(entry, removed=removed) and entry.logged:
+                        self._report(entry, removed=removed)
                     return None
                 started = result
         else:

@@ -63,15 +63,16 @@ class Ledger:
         """Forget *entry* and count it, exactly once; tell whether it was live."""
         key = id(entry)
         with self.lock:
-            if self._entries.get(key) is not entry:
+            # The entry is alive (the caller holds it), so its id is its own.
+            if self._entries.pop(key, None) is None:
                 return False
-            del self._entries[key]
-            self._claimed.discard(key)
             if removed:
                 self.removed += 1
             else:
                 self.cleaned_up += 1
-            return True
+            if self._claimed:
+                self._claimed.discard(key)
+        return True
 
     def live(self) -> list[Entry]:
         """A copy of the live entries, oldest first."""

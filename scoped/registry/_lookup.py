@@ -2,7 +2,7 @@
 
 A registry does not answer proxies through a method call on every access:
 it declares, as a :class:`Lookup`, the expression that reads its storage,
-and :mod:`scoped.proxies` inlines that expression into every generated
+and ``scoped.proxies`` inlines that expression into every generated
 member. The optional C extension performs the same lookups natively for the
 kinds it knows; it names them by :class:`LookupKind` value, so that a kind
 and its compiled counterpart cannot drift apart unnoticed (a test compares
@@ -39,7 +39,7 @@ class LookupKind(enum.Enum):
         self.label = label
         #: ``"attribute"`` or ``"item"``: the storage read that can miss.
         self.access = access
-        #: Whether the C extension implements this kind (under :attr:`label`).
+        #: Whether the C extension implements this kind (under ``label``).
         self.compiled = compiled
 
 
@@ -52,7 +52,7 @@ class Lookup:
     *misses* are the exception types it raises when the scope holds nothing
     yet, after which the registry's slow path decides. Proxies tell a miss
     from the same exception raised by the object they forward to by the
-    instruction that raised it (see :mod:`scoped.proxies`), never by asking
+    instruction that raised it (see ``scoped.proxies``), never by asking
     the registry again, which another thread may have changed meanwhile.
 
     *calls_python* says that the scope function is written in Python: the C

@@ -54,10 +54,6 @@ class ThreadLocalRegistry(Registry[_T]):
     def has(self) -> bool:
         return hasattr(self._storage, "value")
 
-    def set(self, obj: _T) -> None:
-        self.clear()
-        self._get_or_create(lambda: obj)
-
     def remove(self) -> None:
         # The base class's remove(), fused for the default scope: it runs at
         # every request teardown. No other thread reaches this slot, so the
@@ -115,22 +111,22 @@ class ThreadLocalRegistry(Registry[_T]):
             if factory is None:
                 return slot["value"]  # type: ignore[no-any-return]
             raise AlreadyPresentError("the current thread already holds an object")
+        watch: _ThreadEnd | None = slot.get("watch")
+        if watch is None:
+            watch = slot["watch"] = _ThreadEnd(self)
         # A factory that reaches back into the registry would otherwise
         # recurse until RecursionError hides the actual mistake.
-        if "creating" in slot:
+        if watch.creating:
             msg = (
                 "the factory re-entered the registry for the current thread "
                 "while creating that thread's object"
             )
             raise RuntimeError(msg)
-        slot["creating"] = True
+        watch.creating = True
         try:
             obj = (factory or self.createfunc)()
         finally:
-            del slot["creating"]
-        watch: _ThreadEnd | None = slot.get("watch")
-        if watch is None:
-            watch = slot["watch"] = _ThreadEnd(self)
+            watch.creating = False
         # The scope is the creating thread, which the entry names already.
         entry = Entry(obj, None, watch.thread)
         self.ledger.add(entry)
@@ -174,7 +170,7 @@ class _ThreadEnd:
     weakly so that a discarded registry does not outlive its last thread.
     """
 
-    __slots__ = ("_registry", "closing", "entry", "pid", "thread")
+    __slots__ = ("_registry", "closing", "creating", "entry", "pid", "thread")
 
     def __init__(self, registry: ThreadLocalRegistry[Any]) -> None:
         self._registry = weakref.ref(registry)
@@ -182,6 +178,8 @@ class _ThreadEnd:
         self.entry: Entry | None = None
         #: The entry this thread's remove() is closing, if any.
         self.closing: Entry | None = None
+        #: Whether this thread is running the factory now.
+        self.creating = False
         #: The thread, looked up once for all the sessions it creates.
         self.thread = threading.current_thread()
 

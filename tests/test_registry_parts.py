@@ -1,0 +1,275 @@
+"""The registry's collaborators, each on its own: ledger, leak watch, frames,
+closer and loop closers."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from typing import Any
+
+import pytest
+
+from scoped.lifecycle import Entry, Events
+from scoped.registry._closing import Closer
+from scoped.registry._frames import Frame, Frames
+from scoped.registry._leaks import LeakWatch
+from scoped.registry._ledger import Ledger
+
+
+def _entry(obj: object = None) -> Entry:
+    return Entry(object() if obj is None else obj, "scope")
+
+
+def _events() -> Events:
+    return Events("parts", enabled=False)
+
+
+# -- ledger --------------------------------------------------------------------
+
+
+def test_the_ledger_counts_each_entry_once_however_often_it_is_settled() -> None:
+    """Settling twice (two parties ending one object) counts it once."""
+    ledger = Ledger()
+    entry = _entry()
+    ledger.add(entry)
+    assert {"created": 1, "removed": 0, "cleaned_up": 0, "live": 1} == ledger.stats()
+    assert ledger.settle(entry, removed=True)
+    assert not ledger.settle(entry, removed=False)
+    assert {"created": 1, "removed": 1, "cleaned_up": 0, "live": 0} == ledger.stats()
+
+
+def test_an_entry_is_claimed_by_one_party_only() -> None:
+    """The second claim fails, and so does a claim on an entry never added."""
+    ledger = Ledger()
+    entry = _entry()
+    assert not ledger.claim(entry)
+    ledger.add(entry)
+    assert ledger.claim(entry)
+    assert ledger.claimed(entry)
+    assert not ledger.claim(entry)
+    ledger.settle(entry, removed=False)
+    assert not ledger.claimed(entry)
+    assert {"created": 1, "removed": 0, "cleaned_up": 1, "live": 0} == ledger.stats()
+
+
+def test_claims_race_to_one_winner() -> None:
+    """Sixteen threads claim one entry at once: exactly one succeeds."""
+    ledger = Ledger()
+    entry = _entry()
+    ledger.add(entry)
+    barrier = threading.Barrier(16, timeout=10)
+    wins: list[bool] = []
+
+    def claim() -> None:
+        barrier.wait()
+        wins.append(ledger.claim(entry))
+
+    threads = [threading.Thread(target=claim) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [True] == [won for won in wins if won]
+
+
+def test_a_forked_ledger_starts_from_zero_and_hands_back_the_parents_entries() -> None:
+    """After a fork the counts add up again (all zero) and the lock is new."""
+    ledger = Ledger()
+    kept, settled = _entry(), _entry()
+    ledger.add(kept)
+    ledger.add(settled)
+    ledger.settle(settled, removed=True)
+    lock = ledger.lock
+    assert [kept] == ledger.after_fork()
+    assert lock is not ledger.lock
+    assert {"created": 0, "removed": 0, "cleaned_up": 0, "live": 0} == ledger.stats()
+
+
+# -- leak watch ----------------------------------------------------------------
+
+
+def test_leak_limits_are_checked_by_name() -> None:
+    """Wrong types and ranges are refused with the argument's name."""
+    ledger = Ledger()
+    with pytest.raises(TypeError, match="leak_after"):
+        LeakWatch(ledger, _events(), "1", None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_scopes"):
+        LeakWatch(ledger, _events(), None, 0)
+    assert not LeakWatch(ledger, _events(), None, None).active
+
+
+def test_the_leak_watch_warns_once_per_old_session_and_once_per_crowding() -> None:
+    """Old sessions are warned about once each; crowding once until it eases."""
+    ledger = Ledger()
+    watch = LeakWatch(ledger, _events(), 1e-9, 1)
+    first, second = _entry(), _entry()
+    ledger.add(first)
+    ledger.add(second)
+    assert 3 == watch.check()  # two old sessions, two scopes over a bound of 1
+    assert 0 == watch.check()
+    ledger.settle(second, removed=True)
+    assert 0 == watch.check()  # back under the bound
+    ledger.add(_entry())
+    assert 2 == watch.check()  # the new one is old at once, and crowding again
+
+
+# -- frames --------------------------------------------------------------------
+
+
+def test_frames_stack_per_slot_and_end_with_their_scope() -> None:
+    """The innermost frame is the last pushed; a scope's end returns what its
+    blocks set aside and leaves no frame behind."""
+    frames = Frames()
+    outer, inner = _entry(), _entry()
+    first, second = Frame("a", outer), Frame("a", inner)
+    frames.push(first)
+    frames.push(second)
+    frames.push(Frame("b", None))
+    assert second is frames.innermost("a")
+    assert frames.sets_aside("a", outer)
+    frames.pop(second)
+    assert first is frames.innermost("a")
+    assert [outer] == frames.end("a")
+    assert frames.innermost("a") is None
+    assert first.saved is None
+
+
+def test_forked_frames_stay_open_without_the_parents_objects() -> None:
+    """In a child, the forking thread's blocks stay; other threads' go."""
+    frames = Frames()
+    here, other = threading.current_thread(), threading.Thread()
+    saved = _entry()
+    mine = Frame(here, saved)
+    frames.push(mine)
+    frames.push(Frame(other, _entry()))
+    frames.push(Frame("key", None))
+    orphans = frames.after_fork(here)
+    assert saved in orphans
+    assert 2 == len(orphans)
+    assert mine is frames.innermost(here)
+    assert mine.saved is None
+    assert frames.innermost(other) is None
+    assert frames.innermost("key") is not None
+
+
+# -- closer --------------------------------------------------------------------
+
+
+class _Closing:
+    def __init__(self, fail: bool = False) -> None:
+        self.closes = 0
+        self.fail = fail
+
+    def close(self) -> None:
+        self.closes += 1
+        if self.fail:
+            raise OSError("connection reset")
+
+    async def aclose(self) -> None:
+        await asyncio.sleep(0.01)
+        self.closes += 1
+
+
+def _closer(
+    method: str = "close",
+) -> tuple[Closer, Ledger]:
+    ledger = Ledger()
+    closer = Closer(lambda obj: getattr(obj, method)(), ledger, _events())
+    return closer, ledger
+
+
+def test_the_closer_settles_after_closing_and_returns_failures() -> None:
+    """A failed close is returned (not raised) and the entry still settles."""
+    closer, ledger = _closer()
+    good, bad = _Closing(), _Closing(fail=True)
+    entries = [_entry(good), _entry(bad)]
+    for entry in entries:
+        ledger.add(entry)
+    assert closer.end(entries[0], during="remove", removed=True) is None
+    failure = closer.end(entries[1], during="scope_end", removed=False)
+    assert isinstance(failure, OSError)
+    assert (1, 1) == (good.closes, bad.closes)
+    assert {"created": 2, "removed": 1, "cleaned_up": 1, "live": 0} == ledger.stats()
+
+
+def test_an_async_close_is_counted_once_it_has_finished() -> None:
+    """Awaited close: live until done. A cancelled awaiter does not stop it."""
+    closer, ledger = _closer("aclose")
+    session = _Closing()
+    entry = _entry(session)
+    ledger.add(entry)
+
+    async def main() -> dict[str, Any]:
+        waiter = asyncio.create_task(closer.aend(entry, during="remove", removed=True))
+        await asyncio.sleep(0)
+        during = ledger.stats()
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        cancelled = ledger.stats()
+        await asyncio.sleep(0.05)
+        return {"during": during["live"], "cancelled": cancelled["live"]}
+
+    assert {"during": 1, "cancelled": 1} == asyncio.run(main())
+    assert 1 == session.closes
+    assert {"created": 1, "removed": 1, "cleaned_up": 0, "live": 0} == ledger.stats()
+
+
+def test_an_async_close_without_a_loop_is_reported_and_settled() -> None:
+    """No loop can run it: the coroutine is closed unawaited, the entry settles."""
+    closer, ledger = _closer("aclose")
+    entry = _entry(_Closing())
+    ledger.add(entry)
+    assert closer.end(entry, during="scope_end", removed=False) is None
+    assert {"created": 1, "removed": 0, "cleaned_up": 1, "live": 0} == ledger.stats()
+
+
+def test_two_threads_never_warn_about_one_session_twice() -> None:
+    """Leak checks racing on many threads warn once per old session."""
+    ledger = Ledger()
+    watch = LeakWatch(ledger, _events(), 1e-9, None)
+    for _ in range(200):
+        ledger.add(_entry())
+    barrier = threading.Barrier(8, timeout=10)
+    warned: list[int] = []
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+
+        def check() -> None:
+            barrier.wait()
+            warned.append(watch.check())
+
+        threads = [threading.Thread(target=check) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert 200 == sum(warned)
+
+
+def test_loop_shutdown_ends_only_the_scopes_of_its_own_thread_object() -> None:
+    """Sessions are matched to a loop's thread by the thread object, so a new
+    thread that reuses a finished thread's ident does not end its scopes."""
+    from scoped.registry import ScopedRegistry
+
+    registry: ScopedRegistry[_Closing] = ScopedRegistry(
+        _Closing, lambda: "job", close=_Closing.close
+    )
+    session: list[_Closing] = []
+    worker = threading.Thread(target=lambda: session.append(registry()))
+    worker.start()
+    worker.join()
+
+    class SameIdent(threading.Thread):
+        @property
+        def ident(self) -> int | None:
+            return worker.ident
+
+    registry.end_scopes(SameIdent())
+    assert (0, 1) == (session[0].closes, registry.stats()["live"])
+    registry.end_scopes(worker)
+    assert (1, 0) == (session[0].closes, registry.stats()["live"])
