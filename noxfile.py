@@ -214,13 +214,13 @@ def _dev(session: nox.Session) -> None:
 
 @nox.session(python=INTERPRETERS[NEWEST], tags=["checks", "rest"])
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check and mypy --strict."""
+    """ruff check, ruff format --check and mypy --strict (scoped, tests, bench)."""
     _dev(session)
     session.run("ruff", "check", ".")
     session.run(
         "ruff", "format", "--check", "scoped", "tests", "bench", "tools", "noxfile.py"
     )
-    session.run("mypy", "--strict", "scoped")
+    session.run("mypy", "--strict", "scoped", "tests", "bench")
 
 
 @nox.session(python=INTERPRETERS[NEWEST], tags=["checks", "rest"])

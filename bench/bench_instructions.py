@@ -3,9 +3,9 @@
 Timings on a shared two-CPU machine move by several percent from run to run;
 instruction counts under ``valgrind --tool=callgrind`` move by about half a
 percent (same binary, hash seed 0; what remains varies with addresses and
-the garbage collector's timing), so differences of a percent or more show. This runs ``db(); db.remove()`` with a real
-SQLAlchemy ``Session`` on SQLite, through ``scoped.scoped_session`` and through
-``sqlalchemy.orm.scoped_session``, each in its own process, N times and zero
+the garbage collector's timing), so differences of a percent or more show.
+This runs ``db(); db.remove()`` with a real SQLAlchemy ``Session`` on SQLite,
+through ``scoped.scoped_session`` and ``sqlalchemy.orm.scoped_session``, each in its own process, N times and zero
 times; the difference divided by N is the cost of one cycle, start-up and
 imports excluded. It prints both and their ratio (SQLAlchemy's cycle is the
 baseline, as in ``bench/bench_scopes.py``'s create+remove row).

@@ -63,7 +63,7 @@ def _greenlet() -> Callable[[], Any] | None:
         import greenlet
     except ImportError:  # the greenlet extra is not installed
         return None
-    return greenlet.getcurrent  # type: ignore[no-any-return]
+    return greenlet.getcurrent
 
 
 SCOPEFUNCS: dict[str, Callable[[], Callable[[], Any] | None]] = {
@@ -109,7 +109,7 @@ def measure_one(
     )
     # Only read, never called: the timed proxies' code stays as they left it.
     registry = scoped_session(lambda: None, scopefunc, log=False).registry
-    lookup = registry.lookup.format(storage="storage", scopefunc="f")
+    lookup = registry.lookup.expression.format(storage="storage", scopefunc="f")
     return [
         Measured(
             name,

@@ -88,11 +88,13 @@ class Request:
 def _filled(
     factory: sessionmaker[Session],
     scopefunc: Callable[[], Any],
-    keys: Sequence[Callable[[], None]],
+    keys: Sequence[Callable[[], object]],
     **options: Any,
 ) -> scoped_session[Session]:
     """A registry with one session for each scope that *keys* make current."""
-    db = scoped_session(factory, scopefunc, log=False, **options)
+    db: scoped_session[Session] = scoped_session(
+        factory, scopefunc, log=False, **options
+    )
     for make_current in keys:
         make_current()
         db()
@@ -105,7 +107,9 @@ def _lookups(factory: sessionmaker[Session]) -> tuple[dict[str, timeit.Timer], A
 
     request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
     ids = [f"req-{i}" for i in range(LIVE)]
-    setters = [functools.partial(request_id.set, name) for name in ids]
+    setters: list[Callable[[], object]] = [
+        functools.partial(request_id.set, name) for name in ids
+    ]
     many = _filled(factory, request_id.get, setters)
     one = _filled(factory, request_id.get, setters[-1:])
     timers["keys-many"] = timeit.Timer("db()", globals={"db": many})

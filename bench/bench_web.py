@@ -118,7 +118,9 @@ def measure(args: argparse.Namespace, url: str) -> dict[str, list[Sample]]:
         for name in samples:
             if name == "scoped":
                 ours = scoped_session(sessionmaker(bind=engine))
-                app = ScopedSessionMiddleware(make_app(ours, accounts, orders), ours)
+                app: Callable[..., Any] = ScopedSessionMiddleware(
+                    make_app(ours, accounts, orders), ours
+                )
             else:
                 theirs = sa_scoped_session(sessionmaker(bind=engine))
                 bare = make_app(theirs, accounts, orders)  # type: ignore[arg-type]

@@ -101,7 +101,8 @@ class Gated(Protocol):
     @property
     def label(self) -> str: ...
 
-    gated: bool
+    @property
+    def gated(self) -> bool: ...
 
 
 @dataclass

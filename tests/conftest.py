@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,7 +110,7 @@ def held() -> Callable[[scoped_session[Any], sa.Engine], tuple[int, int]]:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
     """Lifecycle events captured with structlog's ``capture_logs``.
 
     Registries must be created inside the test for their events to arrive

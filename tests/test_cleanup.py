@@ -11,7 +11,7 @@ import sys
 import threading
 import tracemalloc
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import greenlet
 import pytest
@@ -210,7 +210,7 @@ def end_by_context_exit(db: scoped_session[Session]) -> None:
 
 
 #: A scope function, and how to end one of its scopes without remove().
-Ending = tuple[Callable[[], Any] | None, Callable[[scoped_session[Session]], None]]
+Ending = tuple[Callable[[], Any] | None, Callable[[scoped_session[Any]], None]]
 
 SCOPE_ENDS = [
     pytest.param((None, end_by_thread_exit), id="thread-exit"),
@@ -429,7 +429,8 @@ def connection_states(pg_url: str, application: str) -> dict[str, int]:
                 ),
                 {"name": application},
             )
-            return {row.state: row.count for row in rows}
+            # The count column, which the stubs take for tuple.count.
+            return {row.state: cast(int, row.count) for row in rows}
     finally:
         monitor.dispose()
 

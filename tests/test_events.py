@@ -7,7 +7,7 @@ import gc
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -150,7 +150,7 @@ class Fragile(Session):
         raise RuntimeError("disk on fire")
 
 
-def everything(engine: sa.Engine) -> list[dict[str, Any]]:
+def everything(engine: sa.Engine) -> list[MutableMapping[str, Any]]:
     """Capture every event but ``registry.forked`` from real registries."""
     with capture_logs() as logs:
         db = scoped_session(sessionmaker(), name="all", max_scopes=1)

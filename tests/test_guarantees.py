@@ -11,7 +11,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def test_a_creation_elsewhere_during_a_lookup_miss_is_not_an_error(
     db = scoped_session(Recorded, key)
     caller = Started(lambda: _use(db, member), name="caller")
 
-    reached = caller.join()
+    reached: Recorded | None = caller.join()
     for other in others:
         other.join()
     assert reached is db.registry.peek()
@@ -157,7 +157,7 @@ def test_set_during_a_creation_leaves_one_session_in_the_scope() -> None:
     replacement = Recorded()
     creator = Started(db, name="creator")
     assert building.wait(10)
-    setter = Started(lambda: db.registry.set(replacement), name="setter")
+    setter = Started(lambda: db.registry.set(replacement), name="setter")  # type: ignore[arg-type]
     if not setter.finished(2.0):
         # set() may wait for the creation in flight.
         release.set()
@@ -185,7 +185,7 @@ def needs_fork(test: Callable[..., None]) -> Callable[..., None]:
     """Skip without ``os.fork()``; never fork beside the test's own copies run
     in parallel, whose locks the child would inherit held."""
     test = pytest.mark.thread_unsafe(reason="forks the process")(test)
-    return pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")(test)
+    return pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")(test)  # type: ignore[no-any-return]
 
 
 SCOPES = pytest.mark.parametrize(
@@ -352,7 +352,7 @@ def test_a_child_forked_during_proxy_generation_can_generate_proxies() -> None:
     listing, release = threading.Event(), threading.Event()
 
     class SlowToList(type):
-        def __dir__(cls) -> list[str]:
+        def __dir__(cls) -> Iterable[str]:
             listing.set()
             release.wait(10)
             return super().__dir__()

@@ -13,7 +13,7 @@ import pytest
 from recording import AsyncRecorded, Started, balanced
 
 from scoped import scopes
-from scoped.asyncio import async_scoped_session
+from scoped.asyncio import AnyAsyncScopedSession, async_scoped_session
 
 # -- 4: closes started on loops in several threads ----------------------------
 
@@ -42,7 +42,7 @@ class _PausingLoop(asyncio.SelectorEventLoop):
         return super().is_closed()
 
 
-def _task_session_ends(db: async_scoped_session[Any]) -> Callable[[], Any]:
+def _task_session_ends(db: AnyAsyncScopedSession[Any]) -> Callable[[], Any]:
     """A coroutine function: a task uses its session and ends; return it once
     its close has finished."""
 
@@ -55,7 +55,7 @@ def _task_session_ends(db: async_scoped_session[Any]) -> Callable[[], Any]:
     return run
 
 
-async def _use(db: async_scoped_session[Any]) -> AsyncRecorded:
+async def _use(db: AnyAsyncScopedSession[Any]) -> AsyncRecorded:
     return db.ping()  # type: ignore[no-any-return]
 
 
@@ -182,7 +182,7 @@ def test_cancelled_while_leaving_a_scope_block_restores_the_outer_session(
                 inner.append(db())
         _uncancel(me)
         await helper
-        result = {
+        result: dict[str, Any] = {
             "outer_is_current": db() is outer,
             "open_blocks": bool(db.registry.frames),
         }

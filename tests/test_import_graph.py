@@ -27,6 +27,7 @@ def _runtime_imports(tree: ast.AST, package: str) -> set[str]:
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
+        child: ast.AST
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             for child in node.orelse:
                 visit(child)

@@ -6,7 +6,7 @@
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -166,7 +166,7 @@ def test_concurrent_async_and_sync_requests_each_get_their_own_session(
     assert 400 == len({body["session"] for body in bodies})
     assert 400 == len({body["id"] for body in bodies})
     assert all_removed(400) == stats
-    assert 0 == engine.pool.checkedout()
+    assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
     assert 400 == user_count(engine)
 
 
@@ -182,7 +182,7 @@ def test_exception_gives_a_500_and_removes_the_session(engine: sa.Engine) -> Non
 
     assert [500] * 5 == statuses
     assert all_removed(5) == stats
-    assert 0 == engine.pool.checkedout()
+    assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
     assert 0 == user_count(engine)
 
 
@@ -232,7 +232,7 @@ def test_client_disconnect_mid_stream_removes_the_session(engine: sa.Engine) -> 
     assert 1 == live_mid_stream
     assert "closed" == seen["endless"]
     assert all_removed(1) == stats
-    assert 0 == engine.pool.checkedout()
+    assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
 
 
 def test_background_task_sees_the_request_session_then_it_goes(
@@ -254,7 +254,7 @@ def test_background_task_sees_the_request_session_then_it_goes(
 async def websocket_exchange(app: Starlette, messages: int) -> list[int]:
     """Open ``/ws``, send *messages* texts, return the sessions it reported."""
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
     scope = {
         "type": "websocket",
         "asgi": {"version": "3.0"},
@@ -390,7 +390,9 @@ def fastapi_app(
     app = FastAPI()
 
     @app.post("/async")
-    async def add_async(session: session_dep, name: Annotated[str, Depends(named)]):
+    async def add_async(
+        session: session_dep, name: Annotated[str, Depends(named)]
+    ) -> dict[str, Any]:
         user = User(name=name)
         session.add(user)
         await asyncio.sleep(0.001)
@@ -398,14 +400,16 @@ def fastapi_app(
         return {"session": session.hash_key, "name": user.name, "global": db().hash_key}
 
     @app.post("/sync")
-    def add_sync(session: session_dep, name: Annotated[str, Depends(named)]):
+    def add_sync(
+        session: session_dep, name: Annotated[str, Depends(named)]
+    ) -> dict[str, Any]:
         user = User(name=name)
         session.add(user)
         session.commit()
         return {"session": session.hash_key, "name": user.name, "global": db().hash_key}
 
     @app.post("/uncommitted")
-    def uncommitted(session: session_dep, fail: bool = False):
+    def uncommitted(session: session_dep, fail: bool = False) -> dict[str, Any]:
         session.add(User(name="uncommitted"))
         if fail:
             session.flush()
@@ -417,13 +421,15 @@ def fastapi_app(
         seen["background"] = db().hash_key
 
     @app.get("/background")
-    async def with_background(session: session_dep, tasks: BackgroundTasks):
+    async def with_background(
+        session: session_dep, tasks: BackgroundTasks
+    ) -> dict[str, Any]:
         seen["endpoint"] = session.hash_key
         tasks.add_task(background_work)
         return {}
 
     @app.get("/stream")
-    def stream(session: session_dep):
+    def stream(session: session_dep) -> StreamingResponse:
         def body() -> Iterator[bytes]:
             for _ in range(3):
                 yield f"{session.hash_key} {db().hash_key}\n".encode()
@@ -451,7 +457,7 @@ def test_dependency_gives_each_request_one_session(
         assert f"user of session {body['session']}" == body["name"]
         assert body["session"] == body["global"]
     assert all_removed(200) == stats
-    assert 0 == engine.pool.checkedout()
+    assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
 
 
 def test_dependency_session_outlives_the_response_for_background_and_stream(
@@ -544,7 +550,7 @@ def test_async_sessions_are_committed_and_closed_by_awaiting(
     assert 200 == len({body["session"] for body in bodies})
     assert all_removed(200) == stats
     assert 200 == user_count(engine)
-    assert 0 == async_db.session_factory.kw["bind"].pool.checkedout()
+    assert 0 == async_db.session_factory.kw["bind"].pool.checkedout()  # type: ignore[attr-defined]
 
 
 def test_dependency_with_async_sessions(
@@ -555,7 +561,7 @@ def test_dependency_with_async_sessions(
     session_dep = Annotated[AsyncSession, Depends(scoped_dependency(async_db))]
 
     @app.get("/")
-    async def query(session: session_dep):
+    async def query(session: session_dep) -> dict[str, Any]:
         return {
             "one": await session.scalar(sa.select(1)),
             "same": session is async_db(),

@@ -93,7 +93,7 @@ def test_concurrent_requests_each_get_their_own_session(
         # a session left behind would have reached the next request.
         assert len({body["thread"] for body in bodies}) <= 8
     assert all_removed(400) == stats
-    assert 0 == engine.pool.checkedout()
+    assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
     assert 400 == user_count(engine)
 
 
@@ -110,7 +110,7 @@ def test_exception_removes_the_session_and_discards_its_work(
 
     assert [500] * 5 == [response.status_code for response in responses]
     assert all_removed(5) == stats
-    assert 0 == engine.pool.checkedout()
+    assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
     assert 0 == user_count(engine)
 
 
@@ -170,7 +170,7 @@ def test_client_disconnect_mid_stream_removes_the_session(engine: sa.Engine) -> 
     assert 1 == live_mid_stream
     assert ["closed"] == ended
     assert all_removed(1) == stats
-    assert 0 == engine.pool.checkedout()
+    assert 0 == engine.pool.checkedout()  # type: ignore[attr-defined]
 
 
 def test_commit_on_success_commits_ok_responses_only(engine: sa.Engine) -> None:
@@ -211,7 +211,7 @@ def test_commit_on_success_rolls_back_a_status_it_cannot_read(
         return [b""]
 
     wrapped = ScopedSessionMiddleware(app, db, commit_on_success=True)
-    response = wrapped({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *a: None)
+    response = wrapped({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda *a: None)  # type: ignore[arg-type]
     list(response)
     response.close()  # type: ignore[attr-defined]
 
@@ -282,9 +282,9 @@ def test_file_wrapper_and_length_reach_the_server(
     assert all_removed(2) == stats
 
     environ = {"PATH_INFO": "/file", "wsgi.file_wrapper": FileWrapper}
-    body = wrapped(environ, lambda *args: None)
+    body = wrapped(environ, lambda *args: None)  # type: ignore[arg-type]
     assert isinstance(body, FileWrapper)
-    body.close()  # type: ignore[attr-defined]
+    body.close()
     assert 0 == db.registry.stats()["live"]
 
 
@@ -293,7 +293,7 @@ def test_exhausting_the_body_ends_the_request_without_close(engine: sa.Engine) -
     db = scoped_session(sessionmaker(engine))
     wrapped = ScopedSessionMiddleware(user_app(db), db)
 
-    body = b"".join(wrapped({"PATH_INFO": "/add"}, lambda *args: None))
+    body = b"".join(wrapped({"PATH_INFO": "/add"}, lambda *args: None))  # type: ignore[arg-type]
 
     assert "/add" != json.loads(body)  # a real response
     assert all_removed(1) == (db.registry.stats())
@@ -305,7 +305,7 @@ def test_restores_the_session_the_thread_had_before(engine: sa.Engine) -> None:
     mine = db()
     wrapped = ScopedSessionMiddleware(user_app(db), db)
 
-    body = json.loads(b"".join(wrapped({"PATH_INFO": "/add"}, lambda *args: None)))
+    body = json.loads(b"".join(wrapped({"PATH_INFO": "/add"}, lambda *args: None)))  # type: ignore[arg-type]
 
     assert mine.hash_key != body["session"]
     assert mine is db()

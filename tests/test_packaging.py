@@ -29,12 +29,15 @@ def _matrix_pythons() -> list[str]:
     """``PYTHONS`` as noxfile.py assigns it, read without importing nox."""
     module = ast.parse(NOXFILE.read_text(encoding="utf-8"))
     for node in module.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else None
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
+        target: ast.expr | None = None
+        value: ast.expr | None = None
+        if isinstance(node, ast.AnnAssign):
+            target, value = node.target, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
         if isinstance(target, ast.Name) and target.id == "PYTHONS":
-            assert node.value is not None
-            return list(ast.literal_eval(node.value))
+            assert value is not None
+            return list(ast.literal_eval(value))
     pytest.fail(f"{NOXFILE} assigns no PYTHONS")
 
 

@@ -14,7 +14,12 @@ from models import User
 from sqlalchemy import orm
 from sqlalchemy.orm import Session, sessionmaker
 
-from scoped import UnavailableMemberError, _sqlalchemy, scoped_session
+from scoped import (
+    AnyScopedSession,
+    UnavailableMemberError,
+    _sqlalchemy,
+    scoped_session,
+)
 from scoped.proxies import Kind, Member, Releases, proxied_doc, proxy_class
 from scoped.proxies._unavailable import Unavailable
 from scoped.registry._lookup import LOCAL
@@ -77,7 +82,7 @@ def _note(target: str, proxy: str, margin: str) -> str:
 
 
 @pytest.fixture
-def client() -> Iterator[scoped_session[MyHttpClient]]:
+def client() -> Iterator[AnyScopedSession[MyHttpClient]]:
     """A scoped_session of a plain, non-SQLAlchemy class."""
     client = scoped_session(MyHttpClient)
     yield client
@@ -215,7 +220,7 @@ def test_a_spec_member_the_target_lacks_is_generated_as_unavailable() -> None:
         scoped_session, MyHttpClient, lookup, spec=spec, proxy_ref=SCOPED_REF
     )
     client = scoped_session(MyHttpClient)
-    instance = object.__new__(proxy)
+    instance: Any = object.__new__(proxy)
     instance._scoped_attach(client.registry)
 
     with pytest.raises(
@@ -317,7 +322,7 @@ def test_signature_keeps_every_parameter_kind() -> None:
 
 @pytest.mark.iterations(1)  # changes the fixture's client, which iterations share
 def test_a_plain_class_forwards_its_methods(
-    client: scoped_session[MyHttpClient],
+    client: AnyScopedSession[MyHttpClient],
 ) -> None:
     """scoped_session(MyHttpClient).get(...) reaches the current thread's client."""
     assert ("http://example.test/x", 2.0) == client.get("/x", timeout=2.0)
@@ -327,11 +332,11 @@ def test_a_plain_class_forwards_its_methods(
 
 
 def test_a_plain_class_gets_its_classmethods(
-    client: scoped_session[MyHttpClient],
+    client: AnyScopedSession[MyHttpClient],
 ) -> None:
     """Classmethods of a plain class work on the proxy without creating an object."""
     assert "http://example.test" == client.default_base()
-    assert "http://example.test" == type(client).default_base()
+    assert "http://example.test" == type(client).default_base()  # type: ignore[attr-defined]
     assert not client.registry.has()
 
 
@@ -375,7 +380,7 @@ def test_proxied_doc_without_a_docstring_is_the_note(doc: str | None) -> None:
 
 @pytest.mark.parametrize("name", ["get", "head", "options", "boom"])
 def test_generated_methods_carry_the_proxied_doc(
-    client: scoped_session[MyHttpClient], name: str
+    client: AnyScopedSession[MyHttpClient], name: str
 ) -> None:
     """Generated members use proxied_doc on the target's own docstring."""
     doc = getattr(type(client), name).__doc__
@@ -387,7 +392,7 @@ def test_generated_methods_carry_the_proxied_doc(
 
 
 def test_multi_paragraph_doc_through_a_generated_member(
-    client: scoped_session[MyHttpClient],
+    client: AnyScopedSession[MyHttpClient],
 ) -> None:
     """help() on a proxy shows the summary, the note, then the original rest."""
     doc = type(client).get.__doc__
@@ -424,11 +429,13 @@ def test_attributes_without_a_docstring_get_a_proxy_note(
     ) == type(db).bind.__doc__
 
 
-def test_properties_keep_their_docstring(client: scoped_session[MyHttpClient]) -> None:
+def test_properties_keep_their_docstring(
+    client: AnyScopedSession[MyHttpClient],
+) -> None:
     """A proxied property's docstring is the target property's plus the note."""
     expected = proxied_doc(MyHttpClient.status.__doc__, CLIENT_REF, SCOPED_REF)
 
-    assert expected == type(client).status.__doc__
+    assert expected == type(client).status.__doc__  # type: ignore[attr-defined]
 
 
 WRITABLE = ["bind", "identity_map", "autoflush", "execution_options", "binds"]
@@ -529,9 +536,9 @@ def test_subclass_methods_are_proxied() -> None:
     """Public methods and properties a Session subclass adds are forwarded."""
     db = scoped_session(sessionmaker(class_=GreetingSession))
 
-    assert f"hello x? from {id(db())}" == db.greet("x", punctuation="?")
-    assert "greeting" == db.flavour
-    assert inspect.signature(db().greet) == inspect.signature(db.greet)
+    assert f"hello x? from {id(db())}" == db.greet("x", punctuation="?")  # type: ignore[attr-defined]
+    assert "greeting" == db.flavour  # type: ignore[attr-defined]
+    assert inspect.signature(db().greet) == inspect.signature(db.greet)  # type: ignore[attr-defined]
     assert "greet" in vars(type(db))
     db.remove()
 
@@ -587,7 +594,7 @@ def test_each_registry_kind_has_its_own_generated_class() -> None:
 
 @pytest.mark.iterations(1)  # needs the fixture's scope empty: the creating path
 def test_tracebacks_show_the_generated_source(
-    client: scoped_session[MyHttpClient],
+    client: AnyScopedSession[MyHttpClient],
 ) -> None:
     """A traceback through a generated method shows its source line."""
     with pytest.raises(ValueError, match="boom") as caught:
@@ -600,9 +607,11 @@ def test_tracebacks_show_the_generated_source(
     assert "return session.boom()" in "".join(traceback.format_exception(caught.value))
 
 
-def test_generated_source_is_inspectable(client: scoped_session[MyHttpClient]) -> None:
+def test_generated_source_is_inspectable(
+    client: AnyScopedSession[MyHttpClient],
+) -> None:
     """inspect.getsource works on generated members, as on hand-written ones."""
-    source = inspect.getsource(type(client).head)
+    source = inspect.getsource(type(client).head)  # type: ignore[attr-defined]
 
     assert source.startswith("def head(self, path):")
     assert "session.head(path)" in source

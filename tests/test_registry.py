@@ -240,7 +240,7 @@ def test_racing_threads_through_proxies_create_exactly_one_session(
 
     def work(_: int) -> int:
         barrier.wait()
-        return db.ping()
+        return db.ping()  # type: ignore[no-any-return]
 
     numbers = in_threads(count, work)
 
@@ -412,7 +412,7 @@ def _failing_factory() -> Thing:
 
 def _chained_failing_factory() -> Thing:
     try:
-        {}["setting"]
+        {}["setting"]  # type: ignore[index]
     except KeyError:
         raise ValueError("cannot configure") from None
     raise AssertionError("unreachable")
@@ -420,7 +420,7 @@ def _chained_failing_factory() -> Thing:
 
 def _context_failing_factory() -> Thing:
     try:
-        {}["setting"]
+        {}["setting"]  # type: ignore[index]
     except KeyError:
         raise ValueError("cannot configure")  # noqa: B904 - the context is the point
     raise AssertionError("unreachable")
@@ -489,9 +489,9 @@ def test_failing_factory_suppressed_context_stays_suppressed(
     [
         (lambda: ThreadLocalRegistry(42), "createfunc must be callable, got 42"),  # type: ignore[arg-type]
         (
-            lambda: ScopedRegistry("x", lambda: 1),
+            lambda: ScopedRegistry("x", lambda: 1),  # type: ignore[arg-type]
             "createfunc must be callable, got 'x'",
-        ),  # type: ignore[arg-type]
+        ),
         (lambda: ScopedRegistry(Thing, "key"), "scopefunc must be callable, got 'key'"),  # type: ignore[arg-type]
     ],
 )

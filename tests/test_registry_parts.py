@@ -268,7 +268,7 @@ def test_loop_shutdown_ends_only_the_scopes_of_its_own_thread_object() -> None:
 
     class SameIdent(threading.Thread):
         @property
-        def ident(self) -> int | None:  # type: ignore[override]
+        def ident(self) -> int | None:
             return worker.ident
 
     registry.end_scopes(SameIdent())

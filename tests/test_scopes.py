@@ -155,7 +155,7 @@ def test_task_scope_closes_failed_and_cancelled_tasks(
         query(db)
         await asyncio.Event().wait()
 
-    async def main() -> list[BaseException]:
+    async def main() -> list[BaseException | None]:
         tasks = [asyncio.create_task(fails()), asyncio.create_task(hangs())]
         await asyncio.sleep(0)
         assert 2 == engine.pool.checkedout()  # type: ignore[attr-defined]

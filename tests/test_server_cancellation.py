@@ -156,7 +156,7 @@ def _async_setup(pg_url: str, scope: Any) -> Iterator[Setup]:
         middleware=[Middleware(ScopedSessionMiddleware, db_session=db)],
         lifespan=lifespan,
     )
-    yield Setup(db, app, engine.sync_engine.pool.checkedout, name, closes)
+    yield Setup(db, app, engine.sync_engine.pool.checkedout, name, closes)  # type: ignore[attr-defined]
 
 
 def _thread_setup(pg_url: str) -> Iterator[Setup]:
@@ -197,7 +197,7 @@ def _thread_setup(pg_url: str) -> Iterator[Setup]:
     app = Starlette(
         routes=[Route("/cut", cut), Route("/slow", slow), Route("/stream", stream)]
     )
-    yield Setup(db, app, engine.pool.checkedout, name, closes)
+    yield Setup(db, app, engine.pool.checkedout, name, closes)  # type: ignore[attr-defined]
     engine.dispose()
 
 

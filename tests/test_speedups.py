@@ -329,7 +329,7 @@ def test_help_and_getdoc_show_the_proxied_note(make: Callable[[], Made]) -> None
     note = f"Proxied for the :class:`{__name__}.Target` class on"
 
     doc = inspect.getdoc(proxy.label)
-    text = pydoc.render_doc(proxy, renderer=pydoc.plaintext)
+    text = pydoc.render_doc(proxy, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
 
     assert doc is not None
     assert doc.startswith("A read-only property.\n\n")
@@ -432,7 +432,7 @@ def test_a_scope_function_written_in_python_keeps_python_properties(
 
     assert db.registry.lookup.calls_python
     assert isinstance(inspect.getattr_static(type(db), "value"), property)
-    db.value = 5
+    db.value = 5  # type: ignore[attr-defined]
     assert 5 == db.value
 
 

@@ -9,6 +9,7 @@ import textwrap
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -75,8 +76,8 @@ def test_sessions_built_through_the_rebound_name_are_ours_and_sqlalchemys(
     commits: list[Session] = []
     event.listen(db, "after_commit", commits.append)
 
-    assert isinstance(db, scoped.scoped_session)
-    assert isinstance(again, scoped.scoped_session)
+    assert isinstance(cast(object, db), scoped.scoped_session)
+    assert isinstance(cast(object, again), scoped.scoped_session)
     assert isinstance(db, SA.scoped)
     db.execute(sa.text("select 1"))
     db.commit()
@@ -93,13 +94,11 @@ def test_modules_that_imported_the_name_are_rebound_and_restored() -> None:
     sys.modules[module.__name__] = module
     try:
         with scoped.sqlalchemy.installed():
-            assert scoped.scoped_session is module.scoped_session  # type: ignore[attr-defined]
-            assert (
-                scoped.asyncio.async_scoped_session is module.async_scoped_session  # type: ignore[attr-defined]
-            )
-            assert orm.sessionmaker is module.unrelated  # type: ignore[attr-defined]
-        assert SA.scoped is module.scoped_session  # type: ignore[attr-defined]
-        assert SA.async_scoped is module.async_scoped_session  # type: ignore[attr-defined]
+            assert scoped.scoped_session is module.scoped_session
+            assert scoped.asyncio.async_scoped_session is module.async_scoped_session
+            assert orm.sessionmaker is module.unrelated
+        assert SA.scoped is module.scoped_session
+        assert SA.async_scoped is module.async_scoped_session
     finally:
         del sys.modules[module.__name__]
 
@@ -110,7 +109,7 @@ def test_sqlalchemys_own_modules_keep_its_classes() -> None:
     from sqlalchemy.orm import events
 
     with scoped.sqlalchemy.installed():
-        assert SA.scoped is events.scoped_session
+        assert SA.scoped is events.scoped_session  # type: ignore[attr-defined]
 
 
 def test_installs_nest_and_an_unmatched_uninstall_is_refused() -> None:
@@ -118,7 +117,7 @@ def test_installs_nest_and_an_unmatched_uninstall_is_refused() -> None:
     scoped.sqlalchemy.install()
     scoped.sqlalchemy.install()
     scoped.sqlalchemy.uninstall()
-    assert scoped.scoped_session is orm.scoped_session
+    assert scoped.scoped_session is orm.scoped_session  # type: ignore[comparison-overlap]
     scoped.sqlalchemy.uninstall()
     assert SA.scoped is orm.scoped_session
 
@@ -138,7 +137,7 @@ def test_a_name_rebound_again_meanwhile_is_left_alone() -> None:
     finally:
         scoped.sqlalchemy.uninstall()
     try:
-        assert Mine is orm.scoped_session
+        assert Mine is orm.scoped_session  # type: ignore[comparison-overlap]
         assert SA.scoped is scoping.scoped_session
     finally:
         orm.scoped_session = SA.scoped  # type: ignore[misc]
@@ -167,7 +166,7 @@ def test_async_name_builds_ours(tmp_path: Path) -> None:
 def test_scoped_sqlalchemy_fixture(scoped_sqlalchemy: None) -> None:
     """The pytest fixture installs for the test that asks for it."""
     assert scoped.sqlalchemy.is_installed()
-    assert scoped.scoped_session is orm.scoped_session
+    assert scoped.scoped_session is orm.scoped_session  # type: ignore[comparison-overlap]
 
 
 def _run_python(code: str, tmp_path: Path) -> str:
@@ -249,7 +248,7 @@ def test_classmethods_work_on_the_classes_themselves() -> None:
         assert session is cls.object_session(user)
         assert Session.identity_key(User, 5) == cls.identity_key(User, 5)
     with pytest.raises(AttributeError, match="no attribute 'object_sessions'"):
-        scoped.scoped_session.object_sessions  # noqa: B018
+        scoped.scoped_session.object_sessions  # type: ignore[attr-defined]  # noqa: B018
     session.close()
 
 

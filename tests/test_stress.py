@@ -114,7 +114,8 @@ def _stats_checked(db: Any) -> Iterator[list[dict[str, int]]]:
 
 def _assert_all_closed_once(db: Any, made: list[Recorded]) -> None:
     gc.collect()
-    shared = [sorted(map(repr, s.seen)) for s in made if len(s.seen) > 1]
+    # Every session here is a _tracking() class, which adds seen.
+    shared = [sorted(map(repr, s.seen)) for s in made if len(s.seen) > 1]  # type: ignore[attr-defined]
     assert [] == shared[:3], "sessions used in more than one scope"
     closes = [s.closes for s in made]
     assert [] == [c for c in closes if c != 1][:10], (

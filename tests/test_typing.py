@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -99,7 +100,7 @@ def test_the_typed_source_comes_from_the_spec_alone() -> None:
     assert "2.1" in spec.series
 
 
-def _member(name: str, doc: str, **fields: object) -> Member:
+def _member(name: str, doc: str, **fields: Any) -> Member:
     return Member(name, Kind.METHOD, doc=doc, signature="(self) -> None", **fields)
 
 

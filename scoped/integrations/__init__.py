@@ -63,7 +63,7 @@ def commit_or_rollback(registry: Registry[Any], *, ok: bool) -> Any:
     session = registry.peek()
     if session is MISSING:
         return None
-    return session.commit() if ok else session.rollback()  # type: ignore[union-attr]
+    return session.commit() if ok else session.rollback()
 
 
 def _exc_info(

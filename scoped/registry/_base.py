@@ -13,6 +13,7 @@ settled once) and the :class:`~scoped.registry._frames.Frames` of open
 from __future__ import annotations
 
 import abc
+import enum
 import os
 import sys
 import threading
@@ -35,16 +36,19 @@ __all__ = ["MISSING", "Frame", "Registry"]
 _T = TypeVar("_T")
 
 
-class _Missing:
-    """Sentinel for "no object in this scope"; distinct from a stored ``None``."""
+class _Missing(enum.Enum):
+    """Sentinel for "no object in this scope"; distinct from a stored ``None``.
 
-    __slots__ = ()
+    An enum member, so that type checkers narrow ``x is not MISSING``.
+    """
+
+    MISSING = "MISSING"
 
     def __repr__(self) -> str:
         return "MISSING"
 
 
-MISSING: Final = _Missing()
+MISSING: Final = _Missing.MISSING
 
 
 def _detach_context(exc: BaseException, miss: BaseException | None) -> None:
