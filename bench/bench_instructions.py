@@ -5,10 +5,11 @@ instruction counts under ``valgrind --tool=callgrind`` move by about half a
 percent (same binary, hash seed 0; what remains varies with addresses and
 the garbage collector's timing), so differences of a percent or more show.
 This runs ``db(); db.remove()`` with a real SQLAlchemy ``Session`` on SQLite,
-through ``scoped.scoped_session`` and ``sqlalchemy.orm.scoped_session``, each in its own process, N times and zero
-times; the difference divided by N is the cost of one cycle, start-up and
-imports excluded. It prints both and their ratio (SQLAlchemy's cycle is the
-baseline, as in ``bench/bench_scopes.py``'s create+remove row).
+through ``scoped.scoped_session`` and ``sqlalchemy.orm.scoped_session``, each
+in its own process, N times and zero times; the difference divided by N is
+the cost of one cycle, start-up and imports excluded. It prints both and
+their ratio (SQLAlchemy's cycle is the baseline, as in
+``bench/bench_scopes.py``'s create+remove row).
 
 Usage: ``python bench/bench_instructions.py [--cycles N]`` (needs valgrind;
 about four minutes).
