@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 import traceback
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -615,3 +617,26 @@ def test_generated_source_is_inspectable(
 
     assert source.startswith("def head(self, path):")
     assert "session.head(path)" in source
+
+
+def test_a_session_subclass_elsewhere_does_not_read_its_package_attributes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The release named for a member the installed SQLAlchemy lacks is
+    SQLAlchemy's, never read from the subclass's own package (whose module
+    attributes may warn, as Flask-SQLAlchemy's ``__version__`` does)."""
+    package = types.ModuleType("warning_package")
+
+    def _getattr(name: str) -> object:
+        raise AssertionError(f"read warning_package.{name}")
+
+    package.__getattr__ = _getattr  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "warning_package", package)
+    subclass = type("PackagedSession", (Session,), {"__module__": "warning_package.s"})
+    db = scoped_session(subclass)
+    missing = [
+        name for name in ("close_all", "delete_all") if not hasattr(Session, name)
+    ]
+    for name in missing:
+        with pytest.raises(AttributeError, match="SQLAlchemy"):
+            getattr(db, name)

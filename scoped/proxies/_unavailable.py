@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import sys
+import contextlib
+import importlib.metadata
 from typing import Any
 
 from scoped.errors import UnavailableMemberError
@@ -37,8 +38,12 @@ class Unavailable:
         cls, member: Member, proxy_qualname: str, target: type, doc: str
     ) -> Unavailable:
         """The stand-in for *member* on the proxy class *proxy_qualname*."""
-        package = sys.modules.get(target.__module__.partition(".")[0])
-        installed = getattr(package, "__version__", None)
+        installed = None
+        if member.releases is not None:
+            # The release of the library the spec names (a subclass of its
+            # class may live in another package, whose attributes may warn).
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                installed = importlib.metadata.version(member.releases.library)
         requirement = (
             f"is not available: {target.__qualname__} has no {member.name!r}"
             if member.releases is None
