@@ -32,7 +32,7 @@ def test_the_ledger_counts_each_entry_once_however_often_it_is_settled() -> None
     """Settling twice (two parties ending one object) counts it once."""
     ledger = Ledger()
     entry = _entry()
-    ledger.add(id(entry), entry)
+    ledger.add(entry)
     assert {"created": 1, "removed": 0, "cleaned_up": 0, "live": 1} == ledger.stats()
     assert ledger.settle(entry, removed=True)
     assert not ledger.settle(entry, removed=False)
@@ -44,7 +44,7 @@ def test_an_entry_is_claimed_by_one_party_only() -> None:
     ledger = Ledger()
     entry = _entry()
     assert not ledger.claim(entry)
-    ledger.add(id(entry), entry)
+    ledger.add(entry)
     assert ledger.claim(entry)
     assert ledger.claimed(entry)
     assert not ledger.claim(entry)
@@ -57,7 +57,7 @@ def test_claims_race_to_one_winner() -> None:
     """Sixteen threads claim one entry at once: exactly one succeeds."""
     ledger = Ledger()
     entry = _entry()
-    ledger.add(id(entry), entry)
+    ledger.add(entry)
     barrier = threading.Barrier(16, timeout=10)
     wins: list[bool] = []
 
@@ -77,8 +77,8 @@ def test_a_forked_ledger_starts_from_zero_and_hands_back_the_parents_entries() -
     """After a fork the counts add up again (all zero) and the lock is new."""
     ledger = Ledger()
     kept, settled = _entry(), _entry()
-    ledger.add(id(kept), kept)
-    ledger.add(id(settled), settled)
+    ledger.add(kept)
+    ledger.add(settled)
     ledger.settle(settled, removed=True)
     lock = ledger.lock
     assert [kept] == ledger.after_fork()
@@ -104,14 +104,14 @@ def test_the_leak_watch_warns_once_per_old_session_and_once_per_crowding() -> No
     ledger = Ledger()
     watch = LeakWatch(ledger, _events(), 1e-9, 1)
     first, second = _entry(), _entry()
-    ledger.add(id(first), first)
-    ledger.add(id(second), second)
+    ledger.add(first)
+    ledger.add(second)
     assert 3 == watch.check()  # two old sessions, two scopes over a bound of 1
     assert 0 == watch.check()
     ledger.settle(second, removed=True)
     assert 0 == watch.check()  # back under the bound
     fresh = _entry()
-    ledger.add(id(fresh), fresh)
+    ledger.add(fresh)
     assert 2 == watch.check()  # the new one is old at once, and crowding again
 
 
@@ -186,7 +186,7 @@ def test_the_closer_settles_after_closing_and_returns_failures() -> None:
     good, bad = _Closing(), _Closing(fail=True)
     entries = [_entry(good), _entry(bad)]
     for entry in entries:
-        ledger.add(id(entry), entry)
+        ledger.add(entry)
     assert closer.end(entries[0], during="remove", removed=True) is None
     failure = closer.end(entries[1], during="scope_end", removed=False)
     assert isinstance(failure, OSError)
@@ -199,7 +199,7 @@ def test_an_async_close_is_counted_once_it_has_finished() -> None:
     closer, ledger = _closer("aclose")
     session = _Closing()
     entry = _entry(session)
-    ledger.add(id(entry), entry)
+    ledger.add(entry)
 
     async def main() -> dict[str, Any]:
         waiter = asyncio.create_task(closer.aend(entry, during="remove", removed=True))
@@ -221,7 +221,7 @@ def test_an_async_close_without_a_loop_is_reported_and_settled() -> None:
     """No loop can run it: the coroutine is closed unawaited, the entry settles."""
     closer, ledger = _closer("aclose")
     entry = _entry(_Closing())
-    ledger.add(id(entry), entry)
+    ledger.add(entry)
     assert closer.end(entry, during="scope_end", removed=False) is None
     assert {"created": 1, "removed": 0, "cleaned_up": 1, "live": 0} == ledger.stats()
 
@@ -232,7 +232,7 @@ def test_two_threads_never_warn_about_one_session_twice() -> None:
     watch = LeakWatch(ledger, _events(), 1e-9, None)
     for _ in range(200):
         entry = _entry()
-        ledger.add(id(entry), entry)
+        ledger.add(entry)
     barrier = threading.Barrier(8, timeout=10)
     warned: list[int] = []
     previous = sys.getswitchinterval()

@@ -22,7 +22,7 @@ class ProcessRegistry(Registry[T]):
         with self.ledger.lock:  # one creation, whichever thread comes first
             if self._entry is None:
                 entry = Entry((factory or self.createfunc)(), "process")
-                self.ledger.add(id(entry), entry)
+                self.ledger.add(entry)
                 self._put(entry)
                 self._announce(entry)
             elif factory is not None:

@@ -13,8 +13,7 @@ from scoped.events import Event
 from scoped.lifecycle._entry import Entry
 from scoped.lifecycle._instrument import attach as _attach
 from scoped.lifecycle._instrument import detach as _detach
-from scoped.lifecycle._logger import always, resolve
-from scoped.lifecycle._logger import default as _default
+from scoped.lifecycle._logger import never, resolve, resolvers
 
 __all__ = ["Events"]
 
@@ -43,13 +42,13 @@ class Events:
     """
 
     __slots__ = (
-        "_check",
-        "_generation",
+        "__weakref__",
         "_logger",
         "_resolved",
         "enabled",
         "registry",
         "scope_kind",
+        "wants",
     )
 
     def __init__(
@@ -65,32 +64,35 @@ class Events:
         self.enabled = enabled
         self._logger = logger
         self._resolved: Any | None = None
-        self._check: Callable[[int], bool] = always
-        # Below any generation of the default, so that the first use resolves.
-        self._generation = -1
+        #: ``wants(level)`` tells whether an event at *level* would be
+        #: emitted. It runs on every creation, also when nothing is logged,
+        #: so it is the logger's own level check, stored here: no frame of
+        #: ours around it. The first call resolves the logger and puts it
+        #: in place.
+        self.wants: Callable[[int], bool] = self._resolve_wants if enabled else never
 
-    def _refresh(self) -> None:
-        self._resolved, self._check = resolve(self._logger)
-        self._generation = _default[1]
+    def _resolve(self) -> Any:
+        resolved, check = resolve(self._logger)
+        self._resolved = resolved
+        self.wants = check
+        if self._logger is None:
+            resolvers.add(self)
+        return resolved
+
+    def _resolve_wants(self, level: int) -> bool:
+        self._resolve()
+        return self.wants(level)
+
+    def forget(self) -> None:
+        """Resolve the logger again at next use (the default changed)."""
+        if self.enabled:
+            self._resolved = None
+            self.wants = self._resolve_wants
 
     def logger(self) -> Any:
         """The resolved logger (resolved once, at first use)."""
-        if self._generation != _default[1]:
-            self._refresh()
-        return self._resolved
-
-    def wants(self, level: int) -> bool:
-        """Tell whether an event at *level* would be emitted.
-
-        This runs on every creation and removal, also when nothing is
-        logged, so it stays a few attribute loads and one cheap call.
-        """
-        if not self.enabled:
-            return False
-        if self._generation != _default[1]:
-            self._refresh()
-        # structlog's is_enabled_for returns a bool already: no bool() call.
-        return self._check(level)
+        resolved = self._resolved
+        return self._resolve() if resolved is None else resolved
 
     def emit(
         self,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+import weakref
 from collections.abc import Callable, MutableMapping
 from typing import Any, Final
 
@@ -24,15 +25,17 @@ LOGGER_NAME: Final = "scoped"
 logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
 
 # A logger installed with :func:`scoped.logging.to_json`, used by every
-# registry that was not given its own; the generation lets registries that
-# already resolved a logger notice a later installation.
-default: list[Any] = [None, 0]
+# registry that was not given its own.
+default: list[Any] = [None]
+#: Whoever resolved the default, told to resolve again when it changes.
+resolvers: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def set_default_logger(logger: Any | None) -> None:
     """Route the events of registries without their own logger to *logger*."""
     default[0] = logger
-    default[1] += 1
+    for resolver in list(resolvers):
+        resolver.forget()
 
 
 # Attributes every logging.LogRecord has; ``extra`` may not overwrite them.
@@ -77,6 +80,11 @@ def resolve(logger: Any | None) -> tuple[Any, Callable[[int], bool]]:
 def always(level: int) -> bool:
     """A level check that lets everything through."""
     return True
+
+
+def never(level: int) -> bool:
+    """A level check that lets nothing through."""
+    return False
 
 
 def _level_check(logger: Any) -> Callable[[int], bool]:

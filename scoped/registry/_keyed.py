@@ -285,7 +285,7 @@ class ScopedRegistry(Registry[_T]):
             replaced = self._key_entries.get(stored)
             if replaced is not None:
                 self._discard(replaced)
-            ledger.add(id(entry), entry)
+            ledger.add(entry)
             self._storage[stored] = obj
             self._key_entries[stored] = entry
         self._announce(entry)

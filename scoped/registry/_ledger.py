@@ -4,7 +4,8 @@ One lock guards the entries, the claims on them and the counters, so that
 each entry is settled (counted as removed or cleaned up) exactly once. The
 number created is not counted apart: it *is* ``removed + cleaned_up +
 live``, so every snapshot adds up by construction, and adding an entry is a
-single dictionary store. The storage strategies take the same lock for
+single dictionary store. Entries are their own keys: they hash by identity,
+in C, with no key object to allocate. The storage strategies take the same lock for
 their own structural changes: one registry, one lock.
 """
 
@@ -35,45 +36,43 @@ class Ledger:
         # scope from a weakref callback, which can run inside any allocation,
         # including one made while this thread holds the lock.
         self.lock = threading.RLock()
-        self._entries: dict[int, Entry] = {}
-        self._claimed: set[int] = set()
+        # Ordered by creation; the values are unused.
+        self._entries: dict[Entry, None] = {}
+        self._claimed: set[Entry] = set()
         self.removed = self.cleaned_up = 0
-        #: ``add(id(entry), entry)`` records a new entry, with :attr:`lock`
-        #: held or not: one dictionary store, atomic on its own, and no
-        #: Python frame on every creation. No snapshot can see half of it,
-        #: since the count of creations is derived from the entries.
-        self.add: Callable[[int, Entry], None] = self._entries.__setitem__
+        #: ``add(entry)`` records a new entry, with :attr:`lock` held or not:
+        #: one dictionary store, atomic on its own, and no Python frame on
+        #: every creation. No snapshot can see half of it, since the count
+        #: of creations is derived from the entries.
+        self.add: Callable[[Entry], object] = self._entries.setdefault
 
     def claim(self, entry: Entry) -> bool:
         """Take *entry* for closing; ``False`` if it is gone or taken already."""
-        key = id(entry)
         with self.lock:
-            if key in self._claimed or self._entries.get(key) is not entry:
+            if entry in self._claimed or entry not in self._entries:
                 return False
-            self._claimed.add(key)
+            self._claimed.add(entry)
             return True
 
     def claimed(self, entry: Entry) -> bool:
         """Tell whether someone is closing *entry* now."""
-        return id(entry) in self._claimed
+        return entry in self._claimed
 
     def settle(self, entry: Entry, *, removed: bool) -> bool:
         """Forget *entry* and count it, exactly once; tell whether it was live."""
-        key = id(entry)
         # acquire()/release() rather than "with": a thousand instructions
         # less on every session's end.
         lock = self.lock
         lock.acquire()
         try:
-            # The entry is alive (the caller holds it), so its id is its own.
-            if self._entries.pop(key, None) is None:
+            if self._entries.pop(entry, False) is False:
                 return False
             if removed:
                 self.removed += 1
             else:
                 self.cleaned_up += 1
             if self._claimed:
-                self._claimed.discard(key)
+                self._claimed.discard(entry)
         finally:
             lock.release()
         return True
@@ -81,11 +80,11 @@ class Ledger:
     def live(self) -> list[Entry]:
         """A copy of the live entries, oldest first."""
         with self.lock:
-            return list(self._entries.values())
+            return list(self._entries)
 
     def newest(self) -> Entry | None:
         with self.lock:
-            return next(reversed(self._entries.values()), None)
+            return next(reversed(self._entries), None)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -110,7 +109,7 @@ class Ledger:
         """
         # Another thread may have held the lock at fork time.
         self.lock = threading.RLock()
-        orphans = list(self._entries.values())
+        orphans = list(self._entries)
         self._entries.clear()
         self._claimed.clear()
         self.removed = self.cleaned_up = 0

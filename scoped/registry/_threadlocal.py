@@ -43,13 +43,13 @@ class ThreadLocalRegistry(Registry[_T]):
         self._storage = threading.local()
 
     def __call__(self) -> _T:
-        try:
-            return self._storage.value  # type: ignore[no-any-return]
-        except AttributeError:
-            pass
-        # Created outside the except block: a failing factory's traceback
-        # then has no lookup miss to hide, and no frame is spent hiding it.
-        return self._get_or_create(None)
+        # A miss is told without raising: the AttributeError of a missing
+        # threading.local attribute formats its message, which costs more
+        # than all of a session's bookkeeping. A hit pays one dict lookup.
+        slot = self._storage.__dict__
+        if "value" in slot:
+            return slot["value"]  # type: ignore[no-any-return]
+        return self._create(slot, self.createfunc)
 
     def has(self) -> bool:
         return hasattr(self._storage, "value")
@@ -111,6 +111,10 @@ class ThreadLocalRegistry(Registry[_T]):
             if factory is None:
                 return slot["value"]  # type: ignore[no-any-return]
             raise AlreadyPresentError("the current thread already holds an object")
+        return self._create(slot, factory or self.createfunc)
+
+    def _create(self, slot: dict[str, Any], factory: Callable[[], _T]) -> _T:
+        """Create this thread's object with *factory*; *slot* has none."""
         watch: _ThreadEnd | None = slot.get("watch")
         if watch is None:
             watch = slot["watch"] = _ThreadEnd(self)
@@ -124,12 +128,12 @@ class ThreadLocalRegistry(Registry[_T]):
             raise RuntimeError(msg)
         watch.creating = True
         try:
-            obj = (factory or self.createfunc)()
+            obj = factory()
         finally:
             watch.creating = False
         # The scope is the creating thread, which the entry names already.
         entry = Entry(obj, None, watch.thread)
-        self.ledger.add(id(entry), entry)
+        self.ledger.add(entry)
         watch.entry = entry
         slot["value"] = obj
         self._announce(entry)
