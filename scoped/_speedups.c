@@ -1,5 +1,11 @@
 /*
- * scoped._speedups: attribute proxies as a C descriptor.
+ * scoped._speedups: the two hot paths that CPython runs faster in C.
+ *
+ * 1. ScopedAttribute, attribute proxies as a C descriptor (below).
+ * 2. EntryFields, the fields of a session's entry (at the end): a registry
+ *    records one entry per session it creates, and building it as a Python
+ *    object (a class call, an __init__ frame, eleven stores) cost more than
+ *    SQLAlchemy's whole registry does per session.
  *
  * A proxied attribute must be a descriptor on the proxy class. On CPython
  * 3.10 and 3.11 a Python-level property costs more than everything else an
@@ -31,6 +37,12 @@
 #include <Python.h>
 #include <stddef.h>
 #include <structmember.h>
+#ifdef MS_WINDOWS
+#include <process.h>
+#else
+#include <pthread.h>
+#include <unistd.h>
+#endif
 
 #if defined(PYPY_VERSION) || PY_VERSION_HEX < 0x030A0000
 #error "scoped._speedups needs CPython 3.10 or later"
@@ -526,13 +538,221 @@ static PyTypeObject ScopedAttribute_Type = {
     .tp_new = ScopedAttribute_new,
 };
 
+/* --- entries -------------------------------------------------------------- */
+
+/*
+ * The fields of scoped.lifecycle.Entry, which subclasses this type and adds
+ * the derived properties in Python; scoped/lifecycle/_entry.py holds the
+ * pure-Python equivalent. Every field has the same name, type and default
+ * there, and tests/test_entry.py runs against both.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *obj;       /* the session */
+    PyObject *scope;     /* a plain scope key or its rendering; None: thread */
+    PyObject *thread;    /* the creating threading.Thread */
+    PyObject *attached;  /* instrumentation of the session, or NULL */
+    PyObject *slot;      /* where the registry keeps the object, or NULL */
+    PyObject *watcher;   /* what notices the scope's end, or NULL */
+    double created;      /* time.monotonic() at creation */
+    unsigned long long number;
+    long pid;
+    char logged;
+    char warned;
+} EntryFields;
+
+/* Set at the module's first execution, like the interned names above. */
+static PyObject *monotonic;       /* time.monotonic */
+static PyObject *current_thread;  /* threading.current_thread */
+/* The GIL (Py_mod_gil) serialises every use of these two. */
+static unsigned long long entries_made;
+static long process_id;
+
+#ifndef MS_WINDOWS
+/* Runs in a forked child, inside fork(): getpid() is async-signal-safe. */
+static void
+entry_forked(void)
+{
+    process_id = (long)getpid();
+}
+#endif
+
+static PyObject *
+EntryFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"obj", "scope", "thread", NULL};
+    PyObject *obj, *scope, *thread = Py_None;
+    Py_ssize_t given = PyTuple_GET_SIZE(args);
+    if (kwds == NULL && given >= 2 && given <= 3) {
+        /* The registries' call: positional, no parsing. */
+        obj = PyTuple_GET_ITEM(args, 0);
+        scope = PyTuple_GET_ITEM(args, 1);
+        if (given == 3) {
+            thread = PyTuple_GET_ITEM(args, 2);
+        }
+    }
+    else if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:Entry", keywords,
+                                          &obj, &scope, &thread)) {
+        return NULL;
+    }
+    PyObject *now = PyObject_CallNoArgs(monotonic);
+    if (now == NULL) {
+        return NULL;
+    }
+    double created = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    if (created == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (thread == Py_None) {
+        thread = PyObject_CallNoArgs(current_thread);
+        if (thread == NULL) {
+            return NULL;
+        }
+    }
+    else {
+        Py_INCREF(thread);
+    }
+    EntryFields *self = (EntryFields *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(thread);
+        return NULL;
+    }
+    self->obj = Py_NewRef(obj);
+    self->scope = Py_NewRef(scope);
+    self->thread = thread;
+    self->created = created;
+    self->number = ++entries_made;
+    self->pid = process_id;
+    return (PyObject *)self;
+}
+
+static int
+EntryFields_traverse(EntryFields *self, visitproc visit, void *arg)
+{
+    /* Not the type: it is static, and subtype_traverse() visits a
+       subclass's heap type itself. */
+    Py_VISIT(self->obj);
+    Py_VISIT(self->scope);
+    Py_VISIT(self->thread);
+    Py_VISIT(self->attached);
+    Py_VISIT(self->slot);
+    Py_VISIT(self->watcher);
+    return 0;
+}
+
+static int
+EntryFields_clear(EntryFields *self)
+{
+    Py_CLEAR(self->obj);
+    Py_CLEAR(self->scope);
+    Py_CLEAR(self->thread);
+    Py_CLEAR(self->attached);
+    Py_CLEAR(self->slot);
+    Py_CLEAR(self->watcher);
+    return 0;
+}
+
+static void
+EntryFields_dealloc(EntryFields *self)
+{
+    /* A subclass's instance reaches here from subtype_dealloc(), which
+       releases the reference to its heap type: this type is static. */
+    PyObject_GC_UnTrack(self);
+    EntryFields_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef EntryFields_members[] = {
+    {"obj", T_OBJECT, offsetof(EntryFields, obj), 0, "The session."},
+    {"scope", T_OBJECT, offsetof(EntryFields, scope), 0,
+     "A plain scope key or its rendering; None for the creating thread."},
+    {"_thread", T_OBJECT, offsetof(EntryFields, thread), 0, NULL},
+    {"attached", T_OBJECT, offsetof(EntryFields, attached), 0,
+     "The session's instrumentation, while attached."},
+    {"slot", T_OBJECT, offsetof(EntryFields, slot), 0,
+     "Where the registry keeps the object (registry-specific)."},
+    {"watcher", T_OBJECT, offsetof(EntryFields, watcher), 0,
+     "Whatever notices the end of the scope, kept alive with the entry."},
+    {"created", T_DOUBLE, offsetof(EntryFields, created), 0,
+     "time.monotonic() at creation."},
+    {"_number", T_ULONGLONG, offsetof(EntryFields, number), READONLY, NULL},
+    {"_pid", T_LONG, offsetof(EntryFields, pid), READONLY, NULL},
+    {"logged", T_BOOL, offsetof(EntryFields, logged), 0,
+     "Whether the session's creation was logged."},
+    {"warned", T_BOOL, offsetof(EntryFields, warned), 0,
+     "Whether a leak warning was emitted for the session."},
+    {NULL},
+};
+
+PyDoc_STRVAR(EntryFields_doc,
+"EntryFields(obj, scope, thread=None)\n"
+"--\n"
+"\n"
+"The fields of a session's entry: the session, its scope, the creating\n"
+"thread (the current one when None), a monotonic creation time and a number\n"
+"unique in the process.");
+
+static PyTypeObject EntryFields_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scoped._speedups.EntryFields",
+    .tp_basicsize = sizeof(EntryFields),
+    .tp_dealloc = (destructor)EntryFields_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_doc = EntryFields_doc,
+    .tp_traverse = (traverseproc)EntryFields_traverse,
+    .tp_clear = (inquiry)EntryFields_clear,
+    .tp_members = EntryFields_members,
+    .tp_new = EntryFields_new,
+};
+
+static int
+entries_exec(PyObject *module)
+{
+    if (monotonic == NULL) {
+        PyObject *time = PyImport_ImportModule("time");
+        if (time == NULL) {
+            return -1;
+        }
+        PyObject *threading = PyImport_ImportModule("threading");
+        if (threading == NULL) {
+            Py_DECREF(time);
+            return -1;
+        }
+        monotonic = PyObject_GetAttrString(time, "monotonic");
+        current_thread = PyObject_GetAttrString(threading, "current_thread");
+        Py_DECREF(time);
+        Py_DECREF(threading);
+        if (monotonic == NULL || current_thread == NULL) {
+            Py_CLEAR(monotonic);
+            Py_CLEAR(current_thread);
+            return -1;
+        }
+#ifdef MS_WINDOWS
+        process_id = (long)_getpid();
+#else
+        process_id = (long)getpid();
+        if (pthread_atfork(NULL, NULL, entry_forked) != 0) {
+            PyErr_SetString(PyExc_RuntimeError, "pthread_atfork failed");
+            return -1;
+        }
+#endif
+    }
+    if (PyType_Ready(&EntryFields_Type) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "EntryFields",
+                                 (PyObject *)&EntryFields_Type);
+}
+
 /* --- the module ---------------------------------------------------------- */
 
 /*
  * Multi-phase initialisation, for the slots that state what the module needs
  * of the interpreter: ScopedAttribute reads the registries' dicts through
- * borrowed references, which only the GIL keeps valid, and its state is
- * process-wide (a static type, interned names), so one interpreter only.
+ * borrowed references, which only the GIL keeps valid, EntryFields counts
+ * under the GIL, and the state is process-wide (static types, interned
+ * names), so one interpreter only.
  */
 static int
 speedups_exec(PyObject *module)
@@ -548,11 +768,12 @@ speedups_exec(PyObject *module)
             return -1;
         }
     }
-    if (PyType_Ready(&ScopedAttribute_Type) < 0) {
+    if (PyType_Ready(&ScopedAttribute_Type) < 0 ||
+        PyModule_AddObjectRef(module, "ScopedAttribute",
+                              (PyObject *)&ScopedAttribute_Type) < 0) {
         return -1;
     }
-    return PyModule_AddObjectRef(module, "ScopedAttribute",
-                                 (PyObject *)&ScopedAttribute_Type);
+    return entries_exec(module);
 }
 
 static PyModuleDef_Slot speedups_slots[] = {
@@ -569,7 +790,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "scoped._speedups",
-    .m_doc = "Compiled attribute proxies for scoped; optional.",
+    .m_doc = "Compiled attribute proxies and entry fields for scoped; optional.",
     .m_size = 0,
     .m_slots = speedups_slots,
 };

@@ -31,3 +31,21 @@ class ScopedAttribute:
     def __set__(self, instance: object, value: Any) -> None: ...
     def __delete__(self, instance: object) -> None: ...
     def __set_name__(self, owner: type, name: str) -> None: ...
+
+class EntryFields:
+    """The fields of a session's entry (see ``scoped.lifecycle.Entry``)."""
+
+    obj: Any
+    scope: Any
+    attached: Any
+    slot: Any
+    watcher: Any
+    created: float
+    logged: bool
+    warned: bool
+    @property
+    def _number(self) -> int: ...
+    @property
+    def _pid(self) -> int: ...
+    _thread: Any
+    def __init__(self, obj: object, scope: object, thread: Any = None) -> None: ...

@@ -7,11 +7,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from scoped._extension import compiled
 from scoped.lifecycle._values import bounded_repr
 
-__all__ = ["Entry"]
+__all__ = ["Entry", "EntryFields"]
 
 _ids = itertools.count(1)
 _monotonic = time.monotonic
@@ -28,13 +29,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forked)
 
 
-class Entry:
-    """What a registry knows about one live session.
+class EntryFields:
+    """The fields of an :class:`Entry`, as the C extension holds them.
 
-    ``session_id`` is short and unique within the process, so that log lines
-    about one session can be joined; ``created`` is monotonic, for ages.
-    Creation is on every new scope's path, so everything that is only needed
-    for logs and introspection is derived on demand.
+    :mod:`scoped._speedups` has the same type in C, used when it is built:
+    creating an entry is on every new scope's path.
     """
 
     __slots__ = (
@@ -72,6 +71,24 @@ class Entry:
         self.warned = False
         #: Whatever notices the end of the scope, kept alive with the entry.
         self.watcher: object = None
+
+
+if TYPE_CHECKING:
+    _Fields = EntryFields
+else:
+    _Fields = compiled("EntryFields") or EntryFields
+
+
+class Entry(_Fields):
+    """What a registry knows about one live session.
+
+    ``session_id`` is short and unique within the process, so that log lines
+    about one session can be joined; ``created`` is monotonic, for ages.
+    Creation is on every new scope's path, so everything that is only needed
+    for logs and introspection is derived on demand.
+    """
+
+    __slots__ = ()
 
     @property
     def session_id(self) -> str:

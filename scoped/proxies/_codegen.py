@@ -21,12 +21,12 @@ import dis
 import inspect
 import itertools
 import linecache
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from scoped._extension import compiled
 from scoped.proxies._docs import member_doc
 from scoped.proxies._members import Kind, Member
 from scoped.proxies._unavailable import Unavailable
@@ -47,18 +47,8 @@ _P = inspect.Parameter
 _counter = itertools.count()
 
 
-def _load_speedups() -> type[ScopedAttribute] | None:
-    """The compiled attribute descriptor, unless absent or switched off."""
-    if os.environ.get("SCOPED_NO_EXTENSIONS"):
-        return None
-    try:
-        from scoped._speedups import ScopedAttribute
-    except ImportError:  # not built: the pure-Python accessors serve
-        return None
-    return ScopedAttribute
-
-
-_compiled_attribute = _load_speedups()
+#: The compiled attribute descriptor, unless absent or switched off.
+_compiled_attribute: type[ScopedAttribute] | None = compiled("ScopedAttribute")
 
 #: True when attribute proxies are compiled descriptors from
 #: :mod:`scoped._speedups`. From CPython 3.12 on, the interpreter specialises
