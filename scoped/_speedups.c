@@ -2,10 +2,11 @@
  * scoped._speedups: the two hot paths that CPython runs faster in C.
  *
  * 1. ScopedAttribute, attribute proxies as a C descriptor (below).
- * 2. EntryFields, the fields of a session's entry (at the end): a registry
- *    records one entry per session it creates, and building it as a Python
- *    object (a class call, an __init__ frame, eleven stores) cost more than
- *    SQLAlchemy's whole registry does per session.
+ * 2. EntryFields and LedgerFields, a session's entry and the ledger of a
+ *    registry's entries (at the end): every session is recorded when it is
+ *    created and counted when it ends, and doing either in Python (a class
+ *    call and eleven stores; a frame, a lock's two method calls and two
+ *    counters) cost more than SQLAlchemy's whole registry does per session.
  *
  * A proxied attribute must be a descriptor on the proxy class. On CPython
  * 3.10 and 3.11 a Python-level property costs more than everything else an
@@ -745,14 +746,217 @@ entries_exec(PyObject *module)
                                  (PyObject *)&EntryFields_Type);
 }
 
+/* --- the ledger ---------------------------------------------------------- */
+
+/*
+ * The fields of scoped.registry._ledger.Ledger and its settle(), the one
+ * ledger operation on every session's end; the Python subclass adds the
+ * rest. scoped/registry/_ledger.py holds the pure-Python equivalent, and
+ * tests/test_registry_parts.py runs the ledger's tests against both.
+ * settle() takes the ledger's own lock, as the Python version does: what
+ * it does is atomic because of that lock, not because of the GIL.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *entries;   /* dict: entry -> None, in creation order */
+    PyObject *claimed;   /* set: entries someone is closing */
+    PyObject *lock;      /* threading.RLock, renewed in a forked child */
+    Py_ssize_t removed;
+    Py_ssize_t cleaned_up;
+} LedgerFields;
+
+static PyObject *rlock;          /* threading.RLock */
+static PyObject *str_acquire;    /* "acquire" */
+static PyObject *str_release;    /* "release" */
+static PyObject *str_removed;    /* "removed" */
+
+static PyObject *
+LedgerFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    LedgerFields *self = (LedgerFields *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->entries = PyDict_New();
+    self->claimed = PySet_New(NULL);
+    self->lock = PyObject_CallNoArgs(rlock);
+    if (self->entries == NULL || self->claimed == NULL || self->lock == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+LedgerFields_traverse(LedgerFields *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->entries);
+    Py_VISIT(self->claimed);
+    Py_VISIT(self->lock);
+    return 0;
+}
+
+static int
+LedgerFields_clear(LedgerFields *self)
+{
+    Py_CLEAR(self->entries);
+    Py_CLEAR(self->claimed);
+    Py_CLEAR(self->lock);
+    return 0;
+}
+
+static void
+LedgerFields_dealloc(LedgerFields *self)
+{
+    PyObject_GC_UnTrack(self);
+    LedgerFields_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Forget *entry* and count it, under the lock; 1 if it was live. */
+static int
+settle_locked(LedgerFields *self, PyObject *entry, int removed)
+{
+    int live = PyDict_Contains(self->entries, entry);
+    if (live <= 0) {
+        return live;
+    }
+    if (PyDict_DelItem(self->entries, entry) < 0) {
+        return -1;
+    }
+    if (removed) {
+        self->removed++;
+    }
+    else {
+        self->cleaned_up++;
+    }
+    if (PySet_GET_SIZE(self->claimed) > 0 &&
+        PySet_Discard(self->claimed, entry) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
+static PyObject *
+LedgerFields_settle(LedgerFields *self, PyObject *const *args, Py_ssize_t nargs,
+                    PyObject *kwnames)
+{
+    /* settle(entry, *, removed): exactly that, no other spelling. */
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    if (nargs != 1 || nkw != 1 ||
+        PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), str_removed) != 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError,
+                            "settle() takes an entry and removed= only");
+        }
+        return NULL;
+    }
+    int removed = PyObject_IsTrue(args[1]);
+    if (removed < 0) {
+        return NULL;
+    }
+    PyObject *lock = Py_NewRef(self->lock);
+    PyObject *held = PyObject_CallMethodNoArgs(lock, str_acquire);
+    if (held == NULL) {
+        Py_DECREF(lock);
+        return NULL;
+    }
+    Py_DECREF(held);
+    int live = settle_locked(self, args[0], removed);
+    /* Released whatever happened, keeping any error for the caller. */
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *released = PyObject_CallMethodNoArgs(lock, str_release);
+    Py_DECREF(lock);
+    if (released == NULL) {
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(traceback);
+        return NULL;
+    }
+    Py_DECREF(released);
+    PyErr_Restore(type, value, traceback);
+    if (live < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(live);
+}
+
+static PyMethodDef LedgerFields_methods[] = {
+    {"settle", (PyCFunction)(void (*)(void))LedgerFields_settle,
+     METH_FASTCALL | METH_KEYWORDS,
+     "settle(entry, *, removed)\n--\n\n"
+     "Forget *entry* and count it, exactly once; tell whether it was live."},
+    {NULL},
+};
+
+static PyMemberDef LedgerFields_members[] = {
+    {"_entries", T_OBJECT, offsetof(LedgerFields, entries), READONLY, NULL},
+    {"_claimed", T_OBJECT, offsetof(LedgerFields, claimed), READONLY, NULL},
+    {"lock", T_OBJECT_EX, offsetof(LedgerFields, lock), 0,
+     "The registry's one lock (reentrant)."},
+    {"removed", T_PYSSIZET, offsetof(LedgerFields, removed), 0,
+     "Entries settled by a remove()."},
+    {"cleaned_up", T_PYSSIZET, offsetof(LedgerFields, cleaned_up), 0,
+     "Entries settled by the end of their scope."},
+    {NULL},
+};
+
+PyDoc_STRVAR(LedgerFields_doc,
+"LedgerFields()\n"
+"--\n"
+"\n"
+"The live entries of a registry, the claims on them, its lock and its\n"
+"counts, and settle().");
+
+static PyTypeObject LedgerFields_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scoped._speedups.LedgerFields",
+    .tp_basicsize = sizeof(LedgerFields),
+    .tp_dealloc = (destructor)LedgerFields_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_BASETYPE,
+    .tp_doc = LedgerFields_doc,
+    .tp_traverse = (traverseproc)LedgerFields_traverse,
+    .tp_clear = (inquiry)LedgerFields_clear,
+    .tp_methods = LedgerFields_methods,
+    .tp_members = LedgerFields_members,
+    .tp_new = LedgerFields_new,
+};
+
+static int
+ledger_exec(PyObject *module)
+{
+    if (rlock == NULL) {
+        PyObject *threading = PyImport_ImportModule("threading");
+        if (threading == NULL) {
+            return -1;
+        }
+        rlock = PyObject_GetAttrString(threading, "RLock");
+        Py_DECREF(threading);
+        str_acquire = PyUnicode_InternFromString("acquire");
+        str_release = PyUnicode_InternFromString("release");
+        str_removed = PyUnicode_InternFromString("removed");
+        if (rlock == NULL || str_acquire == NULL || str_release == NULL ||
+            str_removed == NULL) {
+            Py_CLEAR(rlock);
+            return -1;
+        }
+    }
+    if (PyType_Ready(&LedgerFields_Type) < 0) {
+        return -1;
+    }
+    return PyModule_AddObjectRef(module, "LedgerFields",
+                                 (PyObject *)&LedgerFields_Type);
+}
+
 /* --- the module ---------------------------------------------------------- */
 
 /*
  * Multi-phase initialisation, for the slots that state what the module needs
  * of the interpreter: ScopedAttribute reads the registries' dicts through
- * borrowed references, which only the GIL keeps valid, EntryFields counts
- * under the GIL, and the state is process-wide (static types, interned
- * names), so one interpreter only.
+ * borrowed references, which only the GIL keeps valid, EntryFields numbers
+ * entries under the GIL, and the state is process-wide (static types,
+ * interned names), so one interpreter only.
  */
 static int
 speedups_exec(PyObject *module)
@@ -773,7 +977,10 @@ speedups_exec(PyObject *module)
                               (PyObject *)&ScopedAttribute_Type) < 0) {
         return -1;
     }
-    return entries_exec(module);
+    if (entries_exec(module) < 0) {
+        return -1;
+    }
+    return ledger_exec(module);
 }
 
 static PyModuleDef_Slot speedups_slots[] = {
@@ -790,7 +997,7 @@ static PyModuleDef_Slot speedups_slots[] = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "scoped._speedups",
-    .m_doc = "Compiled attribute proxies and entry fields for scoped; optional.",
+    .m_doc = "Compiled attribute proxies, entries and ledgers for scoped; optional.",
     .m_size = 0,
     .m_slots = speedups_slots,
 };

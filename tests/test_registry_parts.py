@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from scoped._extension import compiled
 from scoped.lifecycle import Entry, Events
 from scoped.registry._closing import Closer
 from scoped.registry._frames import Frame, Frames
 from scoped.registry._leaks import LeakWatch
-from scoped.registry._ledger import Ledger
+from scoped.registry._ledger import Ledger, LedgerFields
 
 
 def _entry(obj: object = None) -> Entry:
@@ -27,10 +29,121 @@ def _events() -> Events:
 
 # -- ledger --------------------------------------------------------------------
 
+COMPILED_LEDGER = compiled("LedgerFields")
 
-def test_the_ledger_counts_each_entry_once_however_often_it_is_settled() -> None:
+
+@pytest.fixture(
+    params=[
+        pytest.param(LedgerFields, id="python"),
+        pytest.param(
+            COMPILED_LEDGER,
+            id="compiled",
+            marks=pytest.mark.skipif(
+                COMPILED_LEDGER is None,
+                reason="scoped._speedups is not built, or SCOPED_NO_EXTENSIONS is set",
+            ),
+        ),
+    ]
+)
+def new_ledger(request: pytest.FixtureRequest) -> Callable[[], Ledger]:
+    """Ledgers built as :class:`Ledger` is, on the C fields or the Python ones."""
+    base = request.param
+
+    def init(self: Any) -> None:
+        base.__init__(self)
+        self.add = self._entries.setdefault
+
+    methods = {
+        name: value
+        for name, value in vars(Ledger).items()
+        if callable(value) and (name == "__len__" or not name.startswith("__"))
+    }
+    namespace = {"__slots__": ("add",), "__init__": init, **methods}
+    return type("Ledger", (base,), namespace)
+
+
+def test_the_ledger_is_built_on_the_extension_when_it_is_in_use() -> None:
+    assert Ledger.__mro__[1] is (COMPILED_LEDGER or LedgerFields)
+
+
+def test_settle_takes_its_flag_by_keyword_only(
+    new_ledger: Callable[[], Ledger],
+) -> None:
+    ledger = new_ledger()
+    entry = _entry()
+    ledger.add(entry)
+    with pytest.raises(TypeError):
+        ledger.settle(entry, True)  # type: ignore[call-arg]
+    assert 1 == len(ledger)
+
+
+def test_settle_holds_the_ledgers_lock(new_ledger: Callable[[], Ledger]) -> None:
+    """While another thread holds the lock, settling waits for it."""
+    ledger = new_ledger()
+    entry = _entry()
+    ledger.add(entry)
+    settled = threading.Event()
+
+    def settle() -> None:
+        ledger.settle(entry, removed=True)
+        settled.set()
+
+    with ledger.lock:
+        thread = threading.Thread(target=settle)
+        thread.start()
+        assert not settled.wait(0.2)
+        assert 1 == len(ledger)
+    thread.join()
+    assert settled.is_set()
+    assert {"created": 1, "removed": 1, "cleaned_up": 0, "live": 0} == ledger.stats()
+
+
+def test_settling_from_many_threads_counts_every_entry_once(
+    new_ledger: Callable[[], Ledger],
+) -> None:
+    """Eight threads settle the same 400 entries, as removed or cleaned up:
+    each is counted once, and every snapshot taken meanwhile adds up."""
+    ledger = new_ledger()
+    entries = [_entry() for _ in range(400)]
+    for entry in entries:
+        ledger.add(entry)
+    barrier = threading.Barrier(9)
+    wins: list[int] = []
+    snapshots: list[dict[str, int]] = []
+
+    def settle(removed: bool) -> None:
+        barrier.wait()
+        wins.append(sum(ledger.settle(e, removed=removed) for e in entries))
+
+    def watch() -> None:
+        barrier.wait()
+        for _ in range(200):
+            snapshots.append(ledger.stats())
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [
+            threading.Thread(target=settle, args=(i % 2 == 0,)) for i in range(8)
+        ]
+        threads.append(threading.Thread(target=watch))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    stats = ledger.stats()
+    assert 400 == sum(wins) == stats["removed"] + stats["cleaned_up"]
+    assert 0 == stats["live"]
+    assert all(400 == snap["created"] for snap in snapshots)
+
+
+def test_the_ledger_counts_each_entry_once_however_often_it_is_settled(
+    new_ledger: Callable[[], Ledger],
+) -> None:
     """Settling twice (two parties ending one object) counts it once."""
-    ledger = Ledger()
+    ledger = new_ledger()
     entry = _entry()
     ledger.add(entry)
     assert {"created": 1, "removed": 0, "cleaned_up": 0, "live": 1} == ledger.stats()
@@ -39,9 +152,11 @@ def test_the_ledger_counts_each_entry_once_however_often_it_is_settled() -> None
     assert {"created": 1, "removed": 1, "cleaned_up": 0, "live": 0} == ledger.stats()
 
 
-def test_an_entry_is_claimed_by_one_party_only() -> None:
+def test_an_entry_is_claimed_by_one_party_only(
+    new_ledger: Callable[[], Ledger],
+) -> None:
     """The second claim fails, and so does a claim on an entry never added."""
-    ledger = Ledger()
+    ledger = new_ledger()
     entry = _entry()
     assert not ledger.claim(entry)
     ledger.add(entry)
@@ -53,9 +168,9 @@ def test_an_entry_is_claimed_by_one_party_only() -> None:
     assert {"created": 1, "removed": 0, "cleaned_up": 1, "live": 0} == ledger.stats()
 
 
-def test_claims_race_to_one_winner() -> None:
+def test_claims_race_to_one_winner(new_ledger: Callable[[], Ledger]) -> None:
     """Sixteen threads claim one entry at once: exactly one succeeds."""
-    ledger = Ledger()
+    ledger = new_ledger()
     entry = _entry()
     ledger.add(entry)
     barrier = threading.Barrier(16, timeout=10)
@@ -73,9 +188,11 @@ def test_claims_race_to_one_winner() -> None:
     assert [True] == [won for won in wins if won]
 
 
-def test_a_forked_ledger_starts_from_zero_and_hands_back_the_parents_entries() -> None:
+def test_a_forked_ledger_starts_from_zero_and_hands_back_the_parents_entries(
+    new_ledger: Callable[[], Ledger],
+) -> None:
     """After a fork the counts add up again (all zero) and the lock is new."""
-    ledger = Ledger()
+    ledger = new_ledger()
     kept, settled = _entry(), _entry()
     ledger.add(kept)
     ledger.add(settled)

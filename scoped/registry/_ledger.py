@@ -5,8 +5,8 @@ each entry is settled (counted as removed or cleaned up) exactly once. The
 number created is not counted apart: it *is* ``removed + cleaned_up +
 live``, so every snapshot adds up by construction, and adding an entry is a
 single dictionary store. Entries are their own keys: they hash by identity,
-in C, with no key object to allocate. The storage strategies take the same lock for
-their own structural changes: one registry, one lock.
+in C, with no key object to allocate. The storage strategies take the same
+lock for their own structural changes: one registry, one lock.
 """
 
 from __future__ import annotations
@@ -15,21 +15,23 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from scoped._extension import compiled
+
 if TYPE_CHECKING:
     from scoped.lifecycle import Entry
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "LedgerFields"]
 
 
-class Ledger:
-    """Live entries in creation order, claims on them, and their counts.
+class LedgerFields:
+    """The fields of a :class:`Ledger` and :meth:`settle`, as the C extension
+    holds them.
 
-    An entry is *claimed* by whoever closes it (a ``remove()``, the end of
-    its scope); a second claim fails, so no object is closed twice. It stays
-    live until its close has finished and it is *settled*.
+    :mod:`scoped._speedups` has the same type in C, used when it is built:
+    settling is on every session's end.
     """
 
-    __slots__ = ("_claimed", "_entries", "add", "cleaned_up", "lock", "removed")
+    __slots__ = ("_claimed", "_entries", "cleaned_up", "lock", "removed")
 
     def __init__(self) -> None:
         # Reentrant: a scope key collected by the garbage collector ends its
@@ -40,23 +42,6 @@ class Ledger:
         self._entries: dict[Entry, None] = {}
         self._claimed: set[Entry] = set()
         self.removed = self.cleaned_up = 0
-        #: ``add(entry)`` records a new entry, with :attr:`lock` held or not:
-        #: one dictionary store, atomic on its own, and no Python frame on
-        #: every creation. No snapshot can see half of it, since the count
-        #: of creations is derived from the entries.
-        self.add: Callable[[Entry], object] = self._entries.setdefault
-
-    def claim(self, entry: Entry) -> bool:
-        """Take *entry* for closing; ``False`` if it is gone or taken already."""
-        with self.lock:
-            if entry in self._claimed or entry not in self._entries:
-                return False
-            self._claimed.add(entry)
-            return True
-
-    def claimed(self, entry: Entry) -> bool:
-        """Tell whether someone is closing *entry* now."""
-        return entry in self._claimed
 
     def settle(self, entry: Entry, *, removed: bool) -> bool:
         """Forget *entry* and count it, exactly once; tell whether it was live."""
@@ -76,6 +61,43 @@ class Ledger:
         finally:
             lock.release()
         return True
+
+
+if TYPE_CHECKING:
+    _Fields = LedgerFields
+else:
+    _Fields = compiled("LedgerFields") or LedgerFields
+
+
+class Ledger(_Fields):
+    """Live entries in creation order, claims on them, and their counts.
+
+    An entry is *claimed* by whoever closes it (a ``remove()``, the end of
+    its scope); a second claim fails, so no object is closed twice. It stays
+    live until its close has finished and it is *settled*.
+    """
+
+    __slots__ = ("add",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: ``add(entry)`` records a new entry, with :attr:`lock` held or not:
+        #: one dictionary store, atomic on its own, and no Python frame on
+        #: every creation. No snapshot can see half of it, since the count
+        #: of creations is derived from the entries.
+        self.add: Callable[[Entry], object] = self._entries.setdefault
+
+    def claim(self, entry: Entry) -> bool:
+        """Take *entry* for closing; ``False`` if it is gone or taken already."""
+        with self.lock:
+            if entry in self._claimed or entry not in self._entries:
+                return False
+            self._claimed.add(entry)
+            return True
+
+    def claimed(self, entry: Entry) -> bool:
+        """Tell whether someone is closing *entry* now."""
+        return entry in self._claimed
 
     def live(self) -> list[Entry]:
         """A copy of the live entries, oldest first."""
