@@ -89,7 +89,7 @@ class Closer:
             return result
         return None
 
-    def end(self, entry: Entry, *, during: str, removed: bool) -> BaseException | None:
+    def end(self, entry: Entry, during: str, removed: bool) -> BaseException | None:
         """Close a claimed entry's object, then settle it; return a failure.
 
         An awaitable close is finished on the loop and settles when done.

@@ -9,6 +9,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, ClassVar, TypeVar
 
 from scoped.errors import AlreadyPresentError
+from scoped.events import SESSION_CREATED
 from scoped.lifecycle import Entry
 from scoped.registry._base import MISSING, Registry, _Missing
 from scoped.registry._lookup import LOCAL
@@ -63,12 +64,16 @@ class ThreadLocalRegistry(Registry[_T]):
             self._refuse_in_cleanup()
         slot = self._storage.__dict__
         watch: _ThreadEnd | None = slot.get("watch")
-        entry = None if watch is None else watch.entry
-        if entry is None or watch is None or watch.closing is entry:
+        if watch is None:
+            return
+        entry = watch.entry
+        if entry is None or watch.closing is entry:
             return
         watch.closing = entry
         try:
-            failure = self.closer.end(entry, during="remove", removed=True)
+            # Positional: a call with keywords takes a slower path, and this
+            # runs at every request teardown.
+            failure = self.closer.end(entry, "remove", True)
         finally:
             watch.closing = None
             if watch.entry is entry:
@@ -136,7 +141,9 @@ class ThreadLocalRegistry(Registry[_T]):
         self.ledger.add(entry)
         watch.entry = entry
         slot["value"] = obj
-        self._announce(entry)
+        # Asked here first: most creations are neither logged nor watched.
+        if self.events.wants(SESSION_CREATED.level) or self.leaks.active:
+            self._announce(entry)
         return obj
 
     def _thread_ended(self, watch: _ThreadEnd) -> None:
