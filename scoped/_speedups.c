@@ -843,15 +843,18 @@ LedgerFields_settle(LedgerFields *self, PyObject *const *args, Py_ssize_t nargs,
 {
     /* settle(entry, *, removed): exactly that, no other spelling. */
     Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    if (nargs != 1 || nkw != 1 ||
-        PyUnicode_Compare(PyTuple_GET_ITEM(kwnames, 0), str_removed) != 0) {
+    PyObject *keyword = nkw == 1 ? PyTuple_GET_ITEM(kwnames, 0) : NULL;
+    /* Keywords in code are interned: the pointer test is the usual match. */
+    if (nargs != 1 || keyword == NULL ||
+        (keyword != str_removed &&
+         PyUnicode_Compare(keyword, str_removed) != 0)) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_TypeError,
                             "settle() takes an entry and removed= only");
         }
         return NULL;
     }
-    int removed = PyObject_IsTrue(args[1]);
+    int removed = args[1] == Py_True ? 1 : PyObject_IsTrue(args[1]);
     if (removed < 0) {
         return NULL;
     }
@@ -864,8 +867,10 @@ LedgerFields_settle(LedgerFields *self, PyObject *const *args, Py_ssize_t nargs,
     Py_DECREF(held);
     int live = settle_locked(self, args[0], removed);
     /* Released whatever happened, keeping any error for the caller. */
-    PyObject *type, *value, *traceback;
-    PyErr_Fetch(&type, &value, &traceback);
+    PyObject *type = NULL, *value = NULL, *traceback = NULL;
+    if (live < 0) {
+        PyErr_Fetch(&type, &value, &traceback);
+    }
     PyObject *released = PyObject_CallMethodNoArgs(lock, str_release);
     Py_DECREF(lock);
     if (released == NULL) {
@@ -875,8 +880,8 @@ LedgerFields_settle(LedgerFields *self, PyObject *const *args, Py_ssize_t nargs,
         return NULL;
     }
     Py_DECREF(released);
-    PyErr_Restore(type, value, traceback);
     if (live < 0) {
+        PyErr_Restore(type, value, traceback);
         return NULL;
     }
     return PyBool_FromLong(live);
