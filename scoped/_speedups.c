@@ -578,24 +578,10 @@ entry_forked(void)
 }
 #endif
 
+/* A new entry of *type*; the arguments are borrowed. */
 static PyObject *
-EntryFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+entry_make(PyTypeObject *type, PyObject *obj, PyObject *scope, PyObject *thread)
 {
-    static char *keywords[] = {"obj", "scope", "thread", NULL};
-    PyObject *obj, *scope, *thread = Py_None;
-    Py_ssize_t given = PyTuple_GET_SIZE(args);
-    if (kwds == NULL && given >= 2 && given <= 3) {
-        /* The registries' call: positional, no parsing. */
-        obj = PyTuple_GET_ITEM(args, 0);
-        scope = PyTuple_GET_ITEM(args, 1);
-        if (given == 3) {
-            thread = PyTuple_GET_ITEM(args, 2);
-        }
-    }
-    else if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:Entry", keywords,
-                                          &obj, &scope, &thread)) {
-        return NULL;
-    }
     PyObject *now = PyObject_CallNoArgs(monotonic);
     if (now == NULL) {
         return NULL;
@@ -605,7 +591,7 @@ EntryFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (created == -1.0 && PyErr_Occurred()) {
         return NULL;
     }
-    if (thread == Py_None) {
+    if (thread == NULL || thread == Py_None) {
         thread = PyObject_CallNoArgs(current_thread);
         if (thread == NULL) {
             return NULL;
@@ -627,6 +613,87 @@ EntryFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->pid = process_id;
     return (PyObject *)self;
 }
+
+static PyObject *
+EntryFields_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"obj", "scope", "thread", NULL};
+    PyObject *obj, *scope, *thread = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:Entry", keywords,
+                                     &obj, &scope, &thread)) {
+        return NULL;
+    }
+    return entry_make(type, obj, scope, thread);
+}
+
+
+/*
+ * The registries' call, Entry(obj, scope[, thread]), without an argument
+ * tuple; anything else goes through EntryFields_new().
+ */
+static PyObject *
+EntryFields_vectorcall(PyObject *type, PyObject *const *args, size_t nargsf,
+                       PyObject *kwnames)
+{
+    Py_ssize_t given = PyVectorcall_NARGS(nargsf);
+    if (kwnames == NULL && given >= 2 && given <= 3) {
+        return entry_make((PyTypeObject *)type, args[0], args[1],
+                          given == 3 ? args[2] : NULL);
+    }
+    PyObject *tuple = PyTuple_New(given);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < given; i++) {
+        PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    }
+    PyObject *kwds = NULL;
+    if (kwnames != NULL) {
+        kwds = PyDict_New();
+        for (Py_ssize_t i = 0; kwds != NULL && i < PyTuple_GET_SIZE(kwnames); i++) {
+            if (PyDict_SetItem(kwds, PyTuple_GET_ITEM(kwnames, i),
+                               args[given + i]) < 0) {
+                Py_CLEAR(kwds);
+            }
+        }
+        if (kwds == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+    }
+    PyObject *made = EntryFields_new((PyTypeObject *)type, tuple, kwds);
+    Py_DECREF(tuple);
+    Py_XDECREF(kwds);
+    return made;
+}
+
+/*
+ * A subclass that neither creates nor initialises its instances in its own
+ * way is called as this type is: the interpreter reads a type's vectorcall
+ * from the type itself, and does not inherit it.
+ */
+static PyObject *
+EntryFields_init_subclass(PyObject *cls, PyObject *args, PyObject *kwds)
+{
+    PyTypeObject *type = (PyTypeObject *)cls;
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "__init_subclass__() takes no arguments");
+        return NULL;
+    }
+    if (type->tp_new == EntryFields_new &&
+        type->tp_init == PyBaseObject_Type.tp_init) {
+        type->tp_vectorcall = EntryFields_vectorcall;
+    }
+    Py_RETURN_NONE;
+}
+
+
+static PyMethodDef EntryFields_methods[] = {
+    {"__init_subclass__", (PyCFunction)(void (*)(void))EntryFields_init_subclass,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS,
+     "Let a plain subclass be called without an argument tuple."},
+    {NULL},
+};
 
 static int
 EntryFields_traverse(EntryFields *self, visitproc visit, void *arg)
@@ -703,8 +770,10 @@ static PyTypeObject EntryFields_Type = {
     .tp_doc = EntryFields_doc,
     .tp_traverse = (traverseproc)EntryFields_traverse,
     .tp_clear = (inquiry)EntryFields_clear,
+    .tp_methods = EntryFields_methods,
     .tp_members = EntryFields_members,
     .tp_new = EntryFields_new,
+    .tp_vectorcall = EntryFields_vectorcall,
 };
 
 static int

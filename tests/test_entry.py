@@ -186,3 +186,17 @@ def test_a_forked_child_numbers_its_entries_with_its_own_process_id(
     assert os.waitstatus_to_exitcode(status) == 0
     assert child_id.split("-")[0] == f"{pid:x}"
     assert make(object(), None)._pid == os.getpid()
+
+
+def test_a_subclass_with_its_own_initialiser_is_initialised(make: type[Any]) -> None:
+    """Plain subclasses are called without an argument tuple; one that
+    initialises its instances its own way still has its ``__init__`` run."""
+
+    class Named(make):  # type: ignore[misc]
+        __slots__ = ("name",)
+
+        def __init__(self, obj: object, scope: object, thread: Any = None) -> None:
+            self.name = f"named {scope}"
+
+    assert Named(object(), "k").name == "named k"
+    assert make(object(), "k").scope == "k"
