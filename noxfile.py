@@ -157,16 +157,19 @@ def _legs() -> list[Leg]:
 
 _REPORT = """
 import importlib.util, platform, sys, sqlalchemy, scoped
+from scoped.lifecycle import Entry
+from scoped.registry._ledger import Ledger
 built = importlib.util.find_spec("scoped._speedups") is not None
+compiled = [c.__name__ for c in (Entry, Ledger) if "_speedups" in c.__base__.__module__]
 print(
     f"CPython {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}, "
     f"C extension built: {built}, used by the proxies: {scoped.SPEEDUPS}, "
-    f"scoped from {scoped.__file__}"
+    f"by {' and '.join(compiled) or 'nothing else'}, scoped from {scoped.__file__}"
 )
-if sys.argv[1] == "extension" and not built:
-    sys.exit("the C extension was not built: this leg would test pure Python")
-if sys.argv[1] == "pure" and scoped.SPEEDUPS:
-    sys.exit("SCOPED_NO_EXTENSIONS is set, yet the proxies use the C extension")
+if sys.argv[1] == "extension" and (not built or len(compiled) != 2):
+    sys.exit("the C extension is not built or not used: the leg would test pure Python")
+if sys.argv[1] == "pure" and (scoped.SPEEDUPS or compiled):
+    sys.exit("SCOPED_NO_EXTENSIONS is set, yet the C extension is used")
 """
 
 

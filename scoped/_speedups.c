@@ -552,15 +552,22 @@ typedef struct {
     PyObject *obj;       /* the session */
     PyObject *scope;     /* a plain scope key or its rendering; None: thread */
     PyObject *thread;    /* the creating threading.Thread */
-    PyObject *attached;  /* instrumentation of the session, or NULL */
-    PyObject *slot;      /* where the registry keeps the object, or NULL */
-    PyObject *watcher;   /* what notices the scope's end, or NULL */
-    double created;      /* time.monotonic() at creation */
+    PyObject *attached;  /* instrumentation of the session, or None */
+    PyObject *slot;      /* where the registry keeps the object, or None */
+    PyObject *watcher;   /* what notices the scope's end, or None */
+    PyObject *created;   /* time.monotonic() at creation, a float */
+    PyObject *logged;    /* a bool */
+    PyObject *warned;    /* a bool */
     unsigned long long number;
     long pid;
-    char logged;
-    char warned;
 } EntryFields;
+
+/*
+ * Every field Python reads or writes is a T_OBJECT_EX member: CPython 3.11
+ * specialises attribute access for those only (as for a class's __slots__,
+ * which they behave like: deleted, they raise AttributeError), and both
+ * entries and the code that reads them are on every session's path.
+ */
 
 /* Set at the module's first execution, like the interned names above. */
 static PyObject *monotonic;       /* time.monotonic */
@@ -582,18 +589,14 @@ entry_forked(void)
 static PyObject *
 entry_make(PyTypeObject *type, PyObject *obj, PyObject *scope, PyObject *thread)
 {
-    PyObject *now = PyObject_CallNoArgs(monotonic);
-    if (now == NULL) {
-        return NULL;
-    }
-    double created = PyFloat_AsDouble(now);
-    Py_DECREF(now);
-    if (created == -1.0 && PyErr_Occurred()) {
+    PyObject *created = PyObject_CallNoArgs(monotonic);
+    if (created == NULL) {
         return NULL;
     }
     if (thread == NULL || thread == Py_None) {
         thread = PyObject_CallNoArgs(current_thread);
         if (thread == NULL) {
+            Py_DECREF(created);
             return NULL;
         }
     }
@@ -602,6 +605,7 @@ entry_make(PyTypeObject *type, PyObject *obj, PyObject *scope, PyObject *thread)
     }
     EntryFields *self = (EntryFields *)type->tp_alloc(type, 0);
     if (self == NULL) {
+        Py_DECREF(created);
         Py_DECREF(thread);
         return NULL;
     }
@@ -609,6 +613,11 @@ entry_make(PyTypeObject *type, PyObject *obj, PyObject *scope, PyObject *thread)
     self->scope = Py_NewRef(scope);
     self->thread = thread;
     self->created = created;
+    self->attached = Py_NewRef(Py_None);
+    self->slot = Py_NewRef(Py_None);
+    self->watcher = Py_NewRef(Py_None);
+    self->logged = Py_NewRef(Py_False);
+    self->warned = Py_NewRef(Py_False);
     self->number = ++entries_made;
     self->pid = process_id;
     return (PyObject *)self;
@@ -706,6 +715,9 @@ EntryFields_traverse(EntryFields *self, visitproc visit, void *arg)
     Py_VISIT(self->attached);
     Py_VISIT(self->slot);
     Py_VISIT(self->watcher);
+    Py_VISIT(self->created);
+    Py_VISIT(self->logged);
+    Py_VISIT(self->warned);
     return 0;
 }
 
@@ -718,6 +730,9 @@ EntryFields_clear(EntryFields *self)
     Py_CLEAR(self->attached);
     Py_CLEAR(self->slot);
     Py_CLEAR(self->watcher);
+    Py_CLEAR(self->created);
+    Py_CLEAR(self->logged);
+    Py_CLEAR(self->warned);
     return 0;
 }
 
@@ -732,23 +747,23 @@ EntryFields_dealloc(EntryFields *self)
 }
 
 static PyMemberDef EntryFields_members[] = {
-    {"obj", T_OBJECT, offsetof(EntryFields, obj), 0, "The session."},
-    {"scope", T_OBJECT, offsetof(EntryFields, scope), 0,
+    {"obj", T_OBJECT_EX, offsetof(EntryFields, obj), 0, "The session."},
+    {"scope", T_OBJECT_EX, offsetof(EntryFields, scope), 0,
      "A plain scope key or its rendering; None for the creating thread."},
-    {"_thread", T_OBJECT, offsetof(EntryFields, thread), 0, NULL},
-    {"attached", T_OBJECT, offsetof(EntryFields, attached), 0,
+    {"_thread", T_OBJECT_EX, offsetof(EntryFields, thread), 0, NULL},
+    {"attached", T_OBJECT_EX, offsetof(EntryFields, attached), 0,
      "The session's instrumentation, while attached."},
-    {"slot", T_OBJECT, offsetof(EntryFields, slot), 0,
+    {"slot", T_OBJECT_EX, offsetof(EntryFields, slot), 0,
      "Where the registry keeps the object (registry-specific)."},
-    {"watcher", T_OBJECT, offsetof(EntryFields, watcher), 0,
+    {"watcher", T_OBJECT_EX, offsetof(EntryFields, watcher), 0,
      "Whatever notices the end of the scope, kept alive with the entry."},
-    {"created", T_DOUBLE, offsetof(EntryFields, created), 0,
+    {"created", T_OBJECT_EX, offsetof(EntryFields, created), 0,
      "time.monotonic() at creation."},
     {"_number", T_ULONGLONG, offsetof(EntryFields, number), READONLY, NULL},
     {"_pid", T_LONG, offsetof(EntryFields, pid), READONLY, NULL},
-    {"logged", T_BOOL, offsetof(EntryFields, logged), 0,
+    {"logged", T_OBJECT_EX, offsetof(EntryFields, logged), 0,
      "Whether the session's creation was logged."},
-    {"warned", T_BOOL, offsetof(EntryFields, warned), 0,
+    {"warned", T_OBJECT_EX, offsetof(EntryFields, warned), 0,
      "Whether a leak warning was emitted for the session."},
     {NULL},
 };
@@ -965,8 +980,8 @@ static PyMethodDef LedgerFields_methods[] = {
 };
 
 static PyMemberDef LedgerFields_members[] = {
-    {"_entries", T_OBJECT, offsetof(LedgerFields, entries), READONLY, NULL},
-    {"_claimed", T_OBJECT, offsetof(LedgerFields, claimed), READONLY, NULL},
+    {"_entries", T_OBJECT_EX, offsetof(LedgerFields, entries), READONLY, NULL},
+    {"_claimed", T_OBJECT_EX, offsetof(LedgerFields, claimed), READONLY, NULL},
     {"lock", T_OBJECT_EX, offsetof(LedgerFields, lock), 0,
      "The registry's one lock (reentrant)."},
     {"removed", T_PYSSIZET, offsetof(LedgerFields, removed), 0,

@@ -117,6 +117,9 @@ def test_mutable_fields_can_be_set(make: type[Any]) -> None:
     assert entry.age >= 100.0
     with pytest.raises(AttributeError):
         entry.unknown = 1
+    del entry.watcher
+    with pytest.raises(AttributeError):
+        _ = entry.watcher  # deleted fields are unset, as slots are
 
 
 def test_describe_names_the_session(make: type[Any]) -> None:
