@@ -155,6 +155,13 @@ class _MissingClose:
         raise TypeError(msg)
 
 
+def _call_close(obj: Any) -> object:
+    """``obj.close()``, the default close method, called as Python code calls
+    it: on CPython 3.11 that costs less than ``operator.methodcaller``, which
+    builds an argument tuple and a bound method on every session's end."""
+    return obj.close()
+
+
 def _closer(target: type, close_method: str | None) -> Callable[[Any], object] | None:
     """How the registry closes *target* objects, checked against the class.
 
@@ -164,6 +171,8 @@ def _closer(target: type, close_method: str | None) -> Callable[[Any], object] |
     if close_method is None:
         return None
     if callable(getattr(target, close_method, None)):
+        if close_method == "close":
+            return _call_close
         return operator.methodcaller(close_method)
     if close_method is _DEFAULT_CLOSE:
         return _MissingClose(target)

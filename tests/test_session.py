@@ -282,6 +282,35 @@ def test_remove_uses_the_named_close_method() -> None:
     assert pool.released
 
 
+def test_remove_closes_each_object_with_its_own_close() -> None:
+    """The default close is looked up on the object, not on the factory's
+    class: a factory that returns a subclass has the subclass's close run."""
+
+    class Base:
+        def __init__(self) -> None:
+            self.closed_by = ""
+
+        def close(self) -> None:
+            self.closed_by = "base"
+
+    class Special(Base):
+        def close(self) -> None:
+            self.closed_by = "special"
+
+    made: list[Base] = []
+
+    def make() -> Base:
+        made.append(Special() if len(made) % 2 else Base())
+        return made[-1]
+
+    db = scoped_session(make, class_=Base)
+    for _ in range(2):
+        db()
+        db.remove()
+
+    assert ["base", "special"] == [obj.closed_by for obj in made]
+
+
 def test_query_property(
     db: scoped_session[Session], monkeypatch: pytest.MonkeyPatch
 ) -> None:
