@@ -942,6 +942,10 @@ LedgerFields_settle(LedgerFields *self, PyObject *const *args, Py_ssize_t nargs,
     if (removed < 0) {
         return NULL;
     }
+    if (self->lock == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "the ledger has no lock");
+        return NULL;
+    }
     PyObject *lock = Py_NewRef(self->lock);
     PyObject *held = PyObject_CallMethodNoArgs(lock, str_acquire);
     if (held == NULL) {

@@ -77,6 +77,18 @@ def test_settle_takes_its_flag_by_keyword_only(
     assert 1 == len(ledger)
 
 
+def test_a_ledger_without_its_lock_refuses_to_settle(
+    new_ledger: Callable[[], Ledger],
+) -> None:
+    ledger = new_ledger()
+    entry = _entry()
+    ledger.add(entry)
+    del ledger.lock
+    with pytest.raises(AttributeError):
+        ledger.settle(entry, removed=True)
+    assert 1 == len(ledger)
+
+
 def test_settle_holds_the_ledgers_lock(new_ledger: Callable[[], Ledger]) -> None:
     """While another thread holds the lock, settling waits for it."""
     ledger = new_ledger()
