@@ -116,11 +116,17 @@ class LeakWatch:
         return len(due)
 
     def _warn_crowded(self, bound: int, newest: Entry) -> int:
-        with self._ledger.lock:
+        # acquire()/release() rather than "with": this runs on every
+        # creation while max_scopes is set.
+        lock = self._ledger.lock
+        lock.acquire()
+        try:
             live = len(self._ledger)
             over = live > bound
             warn = over and not self._over_limit
             self._over_limit = over
+        finally:
+            lock.release()
         if warn:
             self._events.emit(
                 SESSION_LEAK_SUSPECTED.level,
