@@ -314,6 +314,7 @@ class scoped_session(_Base[_S], metaclass=_ScopedSessionType):  # noqa: N801 - S
     #: The scope when none is given; ``None``: the current thread.
     _scoped_default_scope: ClassVar[Callable[[], Any] | None] = None
     _scoped_registry: Registry[_S]
+    _scoped_lookup: Callable[[], _S]
     _scoped_storage: Any
     _scoped_scopefunc: Callable[[], Any] | None
     _scoped_handles: tuple[Any, Callable[[], Any] | None]
@@ -408,6 +409,9 @@ class scoped_session(_Base[_S], metaclass=_ScopedSessionType):  # noqa: N801 - S
         # Generated proxies read these two handles directly: one attribute
         # load each instead of a call into the registry on every access.
         self._scoped_registry = registry
+        # The registry's bound __call__: the interpreter runs a bound method
+        # inline, where calling the registry itself re-enters it from C.
+        self._scoped_lookup = registry.__call__
         self._scoped_storage = registry._storage
         self._scoped_scopefunc = registry._scopefunc
         # Both at once, for the compiled attributes of scoped._speedups.
@@ -432,7 +436,7 @@ class scoped_session(_Base[_S], metaclass=_ScopedSessionType):  # noqa: N801 - S
 
     @property
     def _proxied(self) -> _S:  # type: ignore[override]  # typed proxies say Session
-        return self._scoped_registry()
+        return self._scoped_lookup()
 
     def __call__(self, **kw: Any) -> _S:
         """Return the current scope's session, creating it on first use.
@@ -442,7 +446,7 @@ class scoped_session(_Base[_S], metaclass=_ScopedSessionType):  # noqa: N801 - S
         apply to an existing one.
         """
         if not kw:
-            return self._scoped_registry()
+            return self._scoped_lookup()
         try:
             return self._scoped_registry.create(
                 functools.partial(self.session_factory, **kw)

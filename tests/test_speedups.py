@@ -232,6 +232,7 @@ def test_a_replaced_registry_is_followed(compiled: bool) -> None:
 
     assert (2, 2) == (made.db.value, other.value)
     assert 1 == made.made[0].value
+    assert made.db() is other
 
 
 # -- errors of the scope function -------------------------------------------
