@@ -409,9 +409,9 @@ class scoped_session(_Base[_S], metaclass=_ScopedSessionType):  # noqa: N801 - S
         # Generated proxies read these two handles directly: one attribute
         # load each instead of a call into the registry on every access.
         self._scoped_registry = registry
-        # The registry's bound __call__: the interpreter runs a bound method
-        # inline, where calling the registry itself re-enters it from C.
-        self._scoped_lookup = registry.__call__
+        # A bound method: the interpreter runs it inline, where calling the
+        # registry object itself re-enters the interpreter from C.
+        self._scoped_lookup = registry._lookup_call()
         self._scoped_storage = registry._storage
         self._scoped_scopefunc = registry._scopefunc
         # Both at once, for the compiled attributes of scoped._speedups.

@@ -327,6 +327,7 @@ def test_remove_affects_only_the_current_key() -> None:
 
 ACCESSES = [
     pytest.param(lambda db: db(), id="call"),
+    pytest.param(lambda db: db.registry(), id="registry"),
     pytest.param(lambda db: db.ping(), id="method"),
     pytest.param(lambda db: db.label, id="attribute"),
     pytest.param(lambda db: db.registry(), id="registry"),

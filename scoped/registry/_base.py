@@ -162,6 +162,11 @@ class Registry(abc.ABC, Generic[_T]):
         self.clear()
         self._get_or_create(lambda: obj)
 
+    def _lookup_call(self) -> Callable[[], _T]:
+        """What ``scoped_session()`` calls for the current object: the same
+        as calling the registry, possibly tuned differently for cost."""
+        return self.__call__
+
     def peek(self) -> _T | _Missing:
         """Return the current scope's object, or :data:`MISSING`; never create."""
         entry = self._current_entry()
