@@ -10,6 +10,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from scoped.errors import AlreadyPresentError, require_callable
+from scoped.events import SESSION_CREATED
 from scoped.lifecycle import Entry, bounded_repr
 from scoped.registry._base import MISSING, Registry, _Missing
 from scoped.registry._lookup import IDENTITY, KEYED
@@ -288,7 +289,10 @@ class ScopedRegistry(Registry[_T]):
             ledger.add(entry)
             self._storage[stored] = obj
             self._key_entries[stored] = entry
-        self._announce(entry)
+        # Asked here first, as on the thread scope: most creations are
+        # neither logged nor watched.
+        if self.leaks.active or self.events.wants(SESSION_CREATED.level):
+            self._announce(entry)
         scope = self._scope
         if scope is not None:
             handle = scope.watch(raw, functools.partial(self._ended, stored, entry))

@@ -156,7 +156,7 @@ class ThreadLocalRegistry(Registry[_T]):
         watch.entry = entry
         slot["value"] = obj
         # Asked here first: most creations are neither logged nor watched.
-        if self.events.wants(SESSION_CREATED.level) or self.leaks.active:
+        if self.leaks.active or self.events.wants(SESSION_CREATED.level):
             self._announce(entry)
         return obj
 
