@@ -16,6 +16,7 @@ import weakref
 from typing import Any
 
 import pytest
+from extension import both
 
 from scoped._extension import compiled
 from scoped.lifecycle import Entry
@@ -34,17 +35,7 @@ def _entry_class(base: type[Any]) -> type[Any]:
     return type("Entry", (base,), {"__slots__": (), **namespace})
 
 
-IMPLEMENTATIONS = [
-    pytest.param(EntryFields, id="python"),
-    pytest.param(
-        COMPILED_FIELDS,
-        id="compiled",
-        marks=pytest.mark.skipif(
-            COMPILED_FIELDS is None,
-            reason="scoped._speedups is not built, or SCOPED_NO_EXTENSIONS is set",
-        ),
-    ),
-]
+IMPLEMENTATIONS = both(EntryFields, COMPILED_FIELDS, in_use=COMPILED_FIELDS is not None)
 
 
 @pytest.fixture(params=IMPLEMENTATIONS)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from extension import both
 
 from scoped._extension import compiled
 from scoped.lifecycle import Entry, Events
@@ -33,17 +34,7 @@ COMPILED_LEDGER = compiled("LedgerFields")
 
 
 @pytest.fixture(
-    params=[
-        pytest.param(LedgerFields, id="python"),
-        pytest.param(
-            COMPILED_LEDGER,
-            id="compiled",
-            marks=pytest.mark.skipif(
-                COMPILED_LEDGER is None,
-                reason="scoped._speedups is not built, or SCOPED_NO_EXTENSIONS is set",
-            ),
-        ),
-    ]
+    params=both(LedgerFields, COMPILED_LEDGER, in_use=COMPILED_LEDGER is not None)
 )
 def new_ledger(request: pytest.FixtureRequest) -> Callable[[], Ledger]:
     """Ledgers built as :class:`Ledger` is, on the C fields or the Python ones."""

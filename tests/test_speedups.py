@@ -26,19 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from extension import NOT_IN_USE, both
 
 from scoped import ScopedRegistry, scoped_session, scopes
 from scoped.proxies import _codegen
 
 COMPILED = _codegen._compiled_attribute
-NOT_BUILT = "scoped._speedups is not built, or SCOPED_NO_EXTENSIONS is set"
+needs_compiled = pytest.mark.skipif(COMPILED is None, reason=NOT_IN_USE)
 
-needs_compiled = pytest.mark.skipif(COMPILED is None, reason=NOT_BUILT)
-
-IMPLEMENTATIONS = [
-    pytest.param(False, id="python"),
-    pytest.param(True, id="compiled", marks=needs_compiled),
-]
+IMPLEMENTATIONS = both(False, True, in_use=COMPILED is not None)
 
 
 class Target:

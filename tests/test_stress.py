@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import run_in_threads
+from extension import both
 from recording import AsyncRecorded, Recorded, Started, balanced, switching
 
 from scoped import scoped_session, scopes
@@ -36,17 +37,7 @@ pytestmark = [
 
 THREADS = 16
 
-SPEEDUPS = [
-    pytest.param(False, id="python"),
-    pytest.param(
-        True,
-        id="compiled",
-        marks=pytest.mark.skipif(
-            _codegen._compiled_attribute is None,
-            reason="scoped._speedups is not built, or SCOPED_NO_EXTENSIONS is set",
-        ),
-    ),
-]
+SPEEDUPS = both(False, True, in_use=_codegen._compiled_attribute is not None)
 
 
 @pytest.fixture(params=SPEEDUPS)
